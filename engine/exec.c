@@ -1,0 +1,375 @@
+/* The float executor. Nodes run in topological order; each output is sized
+ * by its op's infer function from the actual inputs (so a dynamic batch
+ * just works), and every intermediate buffer is released as soon as its last
+ * consumer has run, which keeps peak memory near the widest cut of the graph. */
+#include "exec.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "op.h"
+#include "pool.h"
+
+#ifdef HAVE_OPENBLAS_SET_NUM_THREADS
+#include <cblas.h>
+#endif
+
+#define QL_MAX_IO 16
+
+struct ql_exec {
+    ql_graph *g;
+    ql_exec_opts opts;
+    ql_pool *pool;
+    ql_exec_ctx ctx;
+    ql_tensor *slots;   /* per value: runtime header + data */
+    char *have;         /* per value: slot holds data */
+    int *refs;          /* per value: consumers still to run */
+    /* Activation fusion (only without an observer, which must see every
+     * tensor): fused_act[i] is the Relu/Clip node whose clamp node i's kernel
+     * applies, or -1; fused_into[j] is that producer for the activation. */
+    int *fused_act, *fused_into;
+    float *fuse_lo, *fuse_hi;
+};
+
+/* Clamp range of a Relu or Clip node with constant bounds; false otherwise. */
+static bool clamp_range(const ql_graph *g, const ql_node *a, float *lo, float *hi)
+{
+    *lo = -INFINITY;
+    *hi = INFINITY;
+    if (a->op == QL_OP_RELU) {
+        *lo = 0.0f;
+        return true;
+    }
+    if (a->op != QL_OP_CLIP)
+        return false;
+    if (ql_node_attr(a, "min") || ql_node_attr(a, "max")) {
+        *lo = ql_attr_float(a, "min", -INFINITY);
+        *hi = ql_attr_float(a, "max", INFINITY);
+    }
+    for (int k = 1; k < a->n_in && k < 3; k++) {
+        if (a->in[k] < 0)
+            continue;
+        const ql_tensor *t = g->values[a->in[k]].constant;
+        if (!t || t->dtype != QL_F32 || ql_tensor_numel(t) != 1)
+            return false;
+        *(k == 1 ? lo : hi) = *(const float *)t->data;
+    }
+    return true;
+}
+
+static void plan_fusion(ql_exec *x)
+{
+    const ql_graph *g = x->g;
+    for (int i = 0; i < g->n_nodes; i++)
+        x->fused_act[i] = x->fused_into[i] = -1;
+    if (x->opts.observer)
+        return;
+    for (int j = 0; j < g->n_nodes; j++) {
+        const ql_node *a = &g->nodes[j];
+        if ((a->op != QL_OP_RELU && a->op != QL_OP_CLIP) || a->n_in < 1 || a->in[0] < 0)
+            continue;
+        const ql_value *v = &g->values[a->in[0]];
+        if (v->producer < 0 || v->is_output || v->n_consumers != 1 || v->dtype != QL_F32)
+            continue;
+        const ql_node *p = &g->nodes[v->producer];
+        if (!ql_op_get(p->op)->fuses_clamp || p->out[0] != a->in[0] || x->fused_act[v->producer] >= 0)
+            continue;
+        float lo, hi;
+        if (!clamp_range(g, a, &lo, &hi))
+            continue;
+        x->fused_act[v->producer] = j;
+        x->fused_into[j] = v->producer;
+        x->fuse_lo[v->producer] = lo;
+        x->fuse_hi[v->producer] = hi;
+    }
+}
+
+static const char *label(const ql_node *n) { return n->name[0] ? n->name : n->op_type; }
+
+ql_status ql_exec_new(ql_graph *g, const ql_exec_opts *opts, ql_exec **out, ql_error *err)
+{
+    ql_exec *x = calloc(1, sizeof *x);
+    if (!x)
+        return ql_fail(err, QL_ERR_NOMEM, "out of memory creating an executor");
+    x->g = g;
+    if (opts)
+        x->opts = *opts;
+    for (int i = 0; i < g->n_nodes; i++) {
+        const ql_node *n = &g->nodes[i];
+        if (n->op < 0 || n->n_in > QL_MAX_IO || n->n_out > QL_MAX_IO) {
+            ql_exec_free(x);
+            return ql_fail(err, QL_ERR_UNSUPPORTED, "node '%s': op %s cannot be executed",
+                           label(n), n->op_type);
+        }
+    }
+#ifdef HAVE_OPENBLAS_SET_NUM_THREADS
+    /* the engine splits work itself; BLAS threads would oversubscribe and
+     * make results depend on the thread count */
+    openblas_set_num_threads(1);
+#endif
+    x->pool = ql_pool_new(x->opts.n_threads);
+    size_t nv = (size_t)(g->n_values ? g->n_values : 1);
+    x->slots = calloc(nv, sizeof *x->slots);
+    x->have = calloc(nv, 1);
+    x->refs = calloc(nv, sizeof *x->refs);
+    size_t nn = (size_t)(g->n_nodes ? g->n_nodes : 1);
+    x->fused_act = malloc(nn * sizeof *x->fused_act);
+    x->fused_into = malloc(nn * sizeof *x->fused_into);
+    x->fuse_lo = malloc(nn * sizeof *x->fuse_lo);
+    x->fuse_hi = malloc(nn * sizeof *x->fuse_hi);
+    if (!x->pool || !x->slots || !x->have || !x->refs || !x->fused_act || !x->fused_into ||
+        !x->fuse_lo || !x->fuse_hi) {
+        ql_exec_free(x);
+        return ql_fail(err, QL_ERR_NOMEM, "out of memory creating an executor");
+    }
+    plan_fusion(x);
+    ql_ctx_init(&x->ctx, x->pool);
+    *out = x;
+    return QL_OK;
+}
+
+void ql_exec_free(ql_exec *x)
+{
+    if (!x)
+        return;
+    if (x->slots)
+        for (int v = 0; v < x->g->n_values; v++)
+            ql_tensor_release(&x->slots[v]);
+    ql_ctx_destroy(&x->ctx);
+    ql_pool_free(x->pool);
+    free(x->slots);
+    free(x->have);
+    free(x->refs);
+    free(x->fused_act);
+    free(x->fused_into);
+    free(x->fuse_lo);
+    free(x->fuse_hi);
+    free(x);
+}
+
+int ql_exec_threads(const ql_exec *x) { return ql_pool_threads(x->pool); }
+
+static void reset_slots(ql_exec *x)
+{
+    for (int v = 0; v < x->g->n_values; v++) {
+        ql_tensor_release(&x->slots[v]);
+        x->have[v] = 0;
+    }
+}
+
+static ql_status check_input(const ql_value *val, const ql_tensor *t, ql_error *err)
+{
+    char a[96], b[96];
+    if (t->dtype != val->dtype)
+        return ql_fail(err, QL_ERR_DATA, "input '%s' expects %s data, got %s", val->name,
+                       ql_dtype_info(val->dtype)->name, ql_dtype_info(t->dtype)->name);
+    if (val->ndim < 0)
+        return QL_OK;
+    int ok = t->ndim == val->ndim;
+    for (int i = 0; ok && i < val->ndim; i++)
+        if (val->dims[i] >= 0 && val->dims[i] != t->dims[i])
+            ok = 0;
+    if (!ok)
+        return ql_fail(err, QL_ERR_SHAPE, "input '%s' expects shape %s, got %s", val->name,
+                       ql_shape_str(val->ndim, val->dims, a, sizeof a),
+                       ql_shape_str(t->ndim, t->dims, b, sizeof b));
+    return QL_OK;
+}
+
+/* Hands a value's runtime tensor to the caller as a new owned tensor. */
+static ql_tensor *take_output(ql_exec *x, int v)
+{
+    ql_tensor *s = &x->slots[v];
+    if (!s->owns)
+        return ql_tensor_clone(s);
+    ql_tensor *t = ql_tensor_wrap(s->dtype, s->ndim, s->dims, s->data);
+    if (!t)
+        return NULL;
+    t->owns = true;
+    s->owns = false;
+    s->data = NULL;
+    x->have[v] = 0;
+    return t;
+}
+
+static void drop_ref(ql_exec *x, int v)
+{
+    if (v < 0 || --x->refs[v] > 0 || x->g->values[v].is_output)
+        return;
+    ql_tensor_release(&x->slots[v]); /* a no-op for fed and constant views */
+    x->have[v] = 0;
+}
+
+static ql_status run_node(ql_exec *x, int i, ql_error *err)
+{
+    ql_graph *g = x->g;
+    ql_node *n = &g->nodes[i];
+    const ql_op_def *def = ql_op_get(n->op);
+    const ql_tensor *in[QL_MAX_IO];
+    ql_tensor *out[QL_MAX_IO];
+    ql_status st;
+
+    for (int j = 0; j < n->n_in; j++) {
+        int v = n->in[j];
+        if (v < 0) {
+            in[j] = NULL;
+            continue;
+        }
+        if (!x->have[v])
+            return ql_fail(err, QL_ERR_ARG, "node '%s' (%s) needs '%s', which was not supplied",
+                           label(n), n->op_type, g->values[v].name);
+        in[j] = &x->slots[v];
+    }
+    for (int j = 0; j < n->n_out; j++) {
+        int v = n->out[j];
+        if (v < 0) {
+            /* an unused optional output still needs a header to write into */
+            out[j] = NULL;
+            continue;
+        }
+        ql_tensor_release(&x->slots[v]);
+        memset(&x->slots[v], 0, sizeof x->slots[v]);
+        out[j] = &x->slots[v];
+    }
+    ql_tensor unused[QL_MAX_IO];
+    for (int j = 0; j < n->n_out; j++)
+        if (!out[j]) {
+            memset(&unused[j], 0, sizeof unused[j]);
+            out[j] = &unused[j];
+        }
+    st = def->infer(n, in, out, err);
+    if (st == QL_OK)
+        for (int j = 0; j < n->n_out && st == QL_OK; j++)
+            if (out[j]->ndim < 0 || ql_tensor_alloc(out[j]) != QL_OK)
+                st = ql_fail(err, out[j]->ndim < 0 ? QL_ERR_SHAPE : QL_ERR_NOMEM,
+                             "cannot size output %d", j);
+    if (st == QL_OK)
+        st = def->run_f32(n, in, out, &x->ctx, err);
+    for (int j = 0; j < n->n_out; j++)
+        if (n->out[j] < 0)
+            ql_tensor_release(&unused[j]);
+    if (st != QL_OK)
+        return ql_fail_prefix(err, st, "node '%s' (%s)", label(n), n->op_type);
+    for (int j = 0; j < n->n_out; j++)
+        if (n->out[j] >= 0)
+            x->have[n->out[j]] = 1;
+    return QL_OK;
+}
+
+ql_status ql_exec_run_from(ql_exec *x, int start_node, int n_feeds, const int *feed_ids,
+                           const ql_tensor *const *feeds, ql_tensor **outputs, ql_error *err)
+{
+    ql_graph *g = x->g;
+    ql_status st = QL_OK;
+
+    if (start_node < 0 || start_node > g->n_nodes)
+        return ql_fail(err, QL_ERR_ARG, "start node %d out of range", start_node);
+    reset_slots(x);
+    for (int v = 0; v < g->n_values; v++) {
+        x->refs[v] = 0;
+        if (g->values[v].constant) {
+            x->slots[v] = *g->values[v].constant;
+            x->slots[v].owns = false;
+            x->have[v] = 1;
+        }
+    }
+    for (int k = 0; k < n_feeds; k++) {
+        int v = feed_ids[k];
+        if (v < 0 || v >= g->n_values)
+            return ql_fail(err, QL_ERR_ARG, "feed %d names no value", k);
+        x->slots[v] = *feeds[k];
+        x->slots[v].owns = false;
+        x->have[v] = 1;
+    }
+    for (int i = start_node; i < g->n_nodes; i++)
+        for (int j = 0; j < g->nodes[i].n_in; j++)
+            if (g->nodes[i].in[j] >= 0)
+                x->refs[g->nodes[i].in[j]]++;
+
+    for (int i = start_node; i < g->n_nodes; i++) {
+        if (x->opts.cancel && *x->opts.cancel) {
+            st = ql_fail(err, QL_ERR_CANCELLED, "run cancelled");
+            goto cleanup;
+        }
+        const ql_node *n = &g->nodes[i];
+        int producer = x->fused_into[i];
+        if (producer >= start_node) {
+            /* the producer's kernel already applied this activation */
+            for (int j = 0; j < n->n_in; j++)
+                drop_ref(x, n->in[j]);
+            continue;
+        }
+        int act = x->fused_act[i];
+        x->ctx.post_clamp = act >= 0;
+        x->ctx.post_lo = act >= 0 ? x->fuse_lo[i] : 0.0f;
+        x->ctx.post_hi = act >= 0 ? x->fuse_hi[i] : 0.0f;
+        st = run_node(x, i, err);
+        x->ctx.post_clamp = 0;
+        if (st != QL_OK)
+            goto cleanup;
+        if (act >= 0) { /* the result is the activation's output */
+            int from = n->out[0], to = g->nodes[act].out[0];
+            ql_tensor_release(&x->slots[to]);
+            x->slots[to] = x->slots[from];
+            x->have[to] = 1;
+            memset(&x->slots[from], 0, sizeof x->slots[from]);
+            x->have[from] = 0;
+        }
+        for (int j = 0; j < n->n_out; j++) {
+            int v = n->out[j];
+            if (v < 0)
+                continue;
+            if (x->opts.observer &&
+                !x->opts.observer(x->opts.observer_user, g, i, v, &x->slots[v])) {
+                st = ql_fail(err, QL_ERR_CANCELLED, "run cancelled by observer");
+                goto cleanup;
+            }
+            if (x->refs[v] == 0 && !g->values[v].is_output) {
+                ql_tensor_release(&x->slots[v]);
+                x->have[v] = 0;
+            }
+        }
+        for (int j = 0; j < n->n_in; j++)
+            drop_ref(x, n->in[j]);
+    }
+    for (int j = 0; j < g->n_outputs; j++) {
+        int v = g->outputs[j];
+        if (!x->have[v]) {
+            st = ql_fail(err, QL_ERR_ARG, "output '%s' was neither computed nor supplied",
+                         g->values[v].name);
+            goto cleanup;
+        }
+    }
+    for (int j = 0; j < g->n_outputs; j++) {
+        outputs[j] = take_output(x, g->outputs[j]);
+        if (!outputs[j]) {
+            for (int k = 0; k < j; k++) {
+                ql_tensor_free(outputs[k]);
+                outputs[k] = NULL;
+            }
+            st = ql_fail(err, QL_ERR_NOMEM, "out of memory returning outputs");
+            goto cleanup;
+        }
+    }
+cleanup:
+    reset_slots(x);
+    return st;
+}
+
+ql_status ql_exec_run(ql_exec *x, const ql_tensor *const *inputs, ql_tensor **outputs,
+                      ql_error *err)
+{
+    ql_graph *g = x->g;
+    int ids[QL_MAX_IO * 4];
+    if (g->n_inputs > (int)(sizeof ids / sizeof ids[0]))
+        return ql_fail(err, QL_ERR_UNSUPPORTED, "too many graph inputs (%d)", g->n_inputs);
+    for (int i = 0; i < g->n_inputs; i++) {
+        ql_status st = check_input(&g->values[g->inputs[i]], inputs[i], err);
+        if (st != QL_OK)
+            return st;
+        ids[i] = g->inputs[i];
+    }
+    return ql_exec_run_from(x, 0, g->n_inputs, ids, inputs, outputs, err);
+}

@@ -1,0 +1,48 @@
+/* The executor: runs a prepared graph in float, from the start or from any
+ * node with supplied inputs, calling an observer on every tensor produced.
+ * Intermediate buffers are freed as soon as their last consumer has run. */
+#ifndef QL_EXEC_H
+#define QL_EXEC_H
+
+#include <stdbool.h>
+
+#include "graph.h"
+#include "status.h"
+#include "tensor.h"
+
+/* Sees every tensor as it is produced: node index, value index and data
+ * (owned by the executor, valid only during the call). Return false to
+ * cancel the run. */
+typedef bool (*ql_observer_fn)(void *user, const ql_graph *g, int node, int value,
+                               const ql_tensor *t);
+
+typedef struct ql_exec_opts {
+    int n_threads;              /* <= 0: number of online cores */
+    ql_observer_fn observer;    /* optional */
+    void *observer_user;
+    const volatile int *cancel; /* optional: non-zero stops the run (QL_ERR_CANCELLED) */
+} ql_exec_opts;
+
+typedef struct ql_exec ql_exec;
+
+/* The graph must have been bound, shape-inferred and prepared; it must
+ * outlive the executor. */
+ql_status ql_exec_new(ql_graph *g, const ql_exec_opts *opts, ql_exec **out, ql_error *err);
+void ql_exec_free(ql_exec *x);
+int ql_exec_threads(const ql_exec *x);
+
+/* Runs the whole graph. inputs[i] feeds g->inputs[i] (shapes checked against
+ * the graph, dynamic dims free). outputs[j] receives a new owned tensor for
+ * g->outputs[j]; the caller frees them. */
+ql_status ql_exec_run(ql_exec *x, const ql_tensor *const *inputs, ql_tensor **outputs,
+                      ql_error *err);
+
+/* Runs nodes [start_node, n_nodes) in order. feeds[k] supplies value
+ * feed_ids[k]; every value read by those nodes that is produced before
+ * start_node (or is a graph input) must be fed. outputs as in ql_exec_run;
+ * an output not computed from start_node on is returned as a copy of its feed. */
+ql_status ql_exec_run_from(ql_exec *x, int start_node, int n_feeds, const int *feed_ids,
+                           const ql_tensor *const *feeds, ql_tensor **outputs,
+                           ql_error *err);
+
+#endif

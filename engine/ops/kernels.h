@@ -1,0 +1,177 @@
+/* Low-level pieces shared by the op families: sliding-window geometry
+ * (pads, strides, dilations, auto_pad), the packed-panel GEMM micro-kernel
+ * that convolutions run on, and "phase planes", the padded and
+ * stride-split copies of an image that turn any strided, dilated window
+ * into contiguous reads. Internal to engine/ops. */
+#ifndef QL_KERNELS_H
+#define QL_KERNELS_H
+
+#include <stdint.h>
+
+#include "../op.h"
+
+#define QL_MAX_SPATIAL 3
+
+/* Geometry of a sliding-window op (Conv, ConvTranspose, pools). */
+typedef struct ql_window {
+    int nsp;                          /* spatial dims (1..3) */
+    int64_t kernel[QL_MAX_SPATIAL];
+    int64_t stride[QL_MAX_SPATIAL];
+    int64_t dilation[QL_MAX_SPATIAL];
+    int64_t pad_begin[QL_MAX_SPATIAL];
+    int64_t pad_end[QL_MAX_SPATIAL];
+    int64_t in[QL_MAX_SPATIAL];       /* input extents (may be -1 at static time) */
+    int64_t out[QL_MAX_SPATIAL];      /* output extents (-1 if unknown) */
+} ql_window;
+
+/* Reads kernel_shape (or takes `kernel` when given), strides, dilations,
+ * pads and auto_pad of node n, and computes output extents for input
+ * extents in[] (ceil_mode for pools). Errors name the attribute.
+ * (ops/common.c) */
+ql_status ql_window_init(const ql_node *n, int nsp, const int64_t *kernel, const int64_t *in,
+                         int ceil_mode, ql_window *w, ql_error *err);
+
+/* ---------------------------------------------------------------------------
+ * 8-wide float vectors (GCC vector extensions). Kernels that use them come
+ * in two builds, one for AVX2+FMA and a portable one, chosen at run time by
+ * ql_cpu_fast(); the choice depends only on the machine, so results never
+ * depend on the thread count.
+ * ------------------------------------------------------------------------- */
+typedef float ql_v8 __attribute__((vector_size(32)));
+typedef float ql_v8u __attribute__((vector_size(32), aligned(4), may_alias));
+typedef int32_t ql_v8i __attribute__((vector_size(32)));
+typedef float ql_v4 __attribute__((vector_size(16)));
+#define QL_V8(x) ((ql_v8){(x), (x), (x), (x), (x), (x), (x), (x)})
+#define QL_LD8(p) (*(const ql_v8u *)(p))
+#define QL_ST8(p, v) (*(ql_v8u *)(p) = (v))
+#define QL_INLINE static inline __attribute__((always_inline))
+#if defined(__x86_64__) || defined(__i386__)
+#define QL_TARGET_FAST __attribute__((target("avx2,fma")))
+/* Non-temporal store of 8 floats at a 16-byte aligned p (two SSE stores,
+ * which every x86-64 has); ql_stream_fence() orders them before the
+ * results are handed to other threads. */
+#define QL_ST8_NT(p, v)                                                  \
+    ({                                                                   \
+        union { ql_v8 v8; ql_v4 v4[2]; } u_ = {.v8 = (v)};               \
+        __builtin_ia32_movntps((p), u_.v4[0]);                           \
+        __builtin_ia32_movntps((p) + 4, u_.v4[1]);                       \
+    })
+static inline void ql_stream_fence(void) { __builtin_ia32_sfence(); }
+#else
+#define QL_TARGET_FAST
+#define QL_ST8_NT(p, v) QL_ST8(p, v)
+static inline void ql_stream_fence(void) {}
+#endif
+/* Outputs larger than this are written with non-temporal stores. */
+#define QL_STREAM_BYTES ((int64_t)32 << 20)
+
+/* Lane-wise select: m ? b : a (m from a vector comparison). Macros, not
+ * functions, so no vector value crosses a call (that would tie the ABI to
+ * the instruction set). */
+#define QL_V8_SEL(m, a, b) ((ql_v8)(((ql_v8i)(a) & ~(m)) | ((ql_v8i)(b) & (m))))
+#define QL_V8_MAX(a, b) ({ ql_v8 a_ = (a), b_ = (b); QL_V8_SEL(b_ > a_, a_, b_); })
+/* Clamp to [lo, hi]; NaN passes through (as Relu/Clip do). */
+#define QL_V8_CLAMP(a, lo, hi) \
+    ({ ql_v8 x_ = (a), l_ = (lo), h_ = (hi); x_ = QL_V8_SEL(x_ < l_, x_, l_); QL_V8_SEL(x_ > h_, x_, h_); })
+
+/* True when the AVX2+FMA kernel builds can run here. (ops/gemm.c) */
+int ql_cpu_fast(void);
+
+/* A fused activation applied as outputs are stored: clamp to [lo, hi]
+ * (Relu is [0, inf), Clip its range). Taken from the executor's request
+ * in the context (ctx->post_clamp) by ops whose row sets fuses_clamp. */
+typedef struct ql_act {
+    int on;
+    float lo, hi;
+} ql_act;
+
+/* ---------------------------------------------------------------------------
+ * Packed GEMM micro-kernel (ops/gemm.c). K is cut into blocks of at most
+ * QL_KC (ql_kblock(K) each, the last maybe shorter). A (M x K) is packed
+ * once, block by block, into panels of QL_MR rows, k-major: the block at k
+ * offset pc starts at a + pc*Mpad (Mpad = M rounded up to MR) and holds
+ * panel p at p*MR*kc, element (k, r) at k*MR + r (rows past M are zero),
+ * so the panels one block of rows needs are contiguous. B is packed per k-block
+ * into tiles of QL_NR columns, k-major: tile element (k, c) at b[k*NR + c],
+ * 32-byte aligned. Each output element is a sum over k in a fixed order
+ * (in order; the 8-wide kernel sums even and odd k apart, and is used for a
+ * block's last columns, blocks being set by the shape alone), so results
+ * are bit-identical for any split of rows or blocks across threads.
+ * ------------------------------------------------------------------------- */
+#define QL_MR 6
+#define QL_NR 16
+#define QL_KC 256 /* a 16-column B tile of KC rows stays in L1 */
+
+enum {
+    QL_UKR_ACCUM = 1, /* add to C instead of starting from bias (or zero) */
+    QL_UKR_CLAMP = 2, /* clamp the result to [lo, hi] before storing */
+    QL_UKR_STREAM = 4, /* final result, C 16-byte aligned: non-temporal stores */
+};
+
+/* The k-block length for K: K split into equal blocks of at most QL_KC. */
+static inline int64_t ql_kblock(int64_t K)
+{
+    int64_t nkb = (K + QL_KC - 1) / QL_KC;
+    return nkb ? (K + nkb - 1) / nkb : 0;
+}
+/* Floats needed to pack an M x K matrix. */
+int64_t ql_pack_a_floats(int64_t M, int64_t K);
+/* Packs row-major a (M x K, row stride lda) into dst. */
+void ql_pack_a(const float *a, int64_t lda, int64_t M, int64_t K, float *dst);
+/* The packed panel of row `row` (a multiple of MR) in the k-block at pc. */
+static inline const float *ql_pack_a_at(const float *ap, int64_t M, int64_t K, int64_t pc,
+                                        int64_t row)
+{
+    int64_t kb = ql_kblock(K), kc = K - pc < kb ? K - pc : kb;
+    return ap + pc * ((M + QL_MR - 1) / QL_MR * QL_MR) + row * kc;
+}
+
+typedef void (*ql_ukr_fn)(int64_t kc, const float *a, const float *b, float *c, int64_t ldc,
+                          int mr, const float *bias, int flags, float lo, float hi);
+/* The MR x NR tile kernel for this machine over kc steps of a packed A
+ * panel and a packed B tile: C tile rows at c + r*ldc, of which the first
+ * mr (1..MR) are loaded and stored; bias has mr entries (or is NULL for
+ * zero). */
+ql_ukr_fn ql_ukr_select(void);
+/* The MR x 8 kernel, for a last tile of at most 8 columns packed 8 wide. */
+ql_ukr_fn ql_ukr8_select(void);
+/* Runs fn (a kernel of `width` columns, 8 or 16) on a tile of mr <= MR
+ * rows and nr <= width columns. */
+void ql_ukr_partial(ql_ukr_fn fn, int width, int64_t kc, const float *a, const float *b, float *c,
+                    int64_t ldc, int mr, int nr, const float *bias, int flags, float lo, float hi);
+
+/* ---------------------------------------------------------------------------
+ * Phase planes (ops/conv.c). For a 2-D window with strides (sh, sw) over an
+ * image padded by (ph, pw) at the start (and anything at the end), the
+ * plane set holds sh*sw planes of hq x wq: plane (a, b) element (i, j) is
+ * padded-image element (i*sh + a, j*sw + b), `fill` outside the image. Then
+ * tap (r, s) of the window (r = ki*dh, s = kj*dw) for output (oh, ow) is
+ * element phase_off(r, s) + oh*wq + ow: contiguous in ow, and across rows
+ * when output columns are numbered oh*wq + ow.
+ * ------------------------------------------------------------------------- */
+typedef struct ql_phase {
+    int64_t h, w;    /* image extents */
+    int64_t sh, sw;  /* strides */
+    int64_t ph, pw;  /* leading pads */
+    int64_t hq, wq;  /* plane extents */
+    int64_t size;    /* floats of one plane set: sh*sw*hq*wq */
+} ql_phase;
+
+/* Plans plane sets for an image of h x w whose windows of extents
+ * (eh, ew) (dilated kernel spans) produce oh x ow outputs. */
+void ql_phase_plan(ql_phase *p, int64_t h, int64_t w, int64_t sh, int64_t sw, int64_t ph,
+                   int64_t pw, int64_t oh, int64_t ow, int64_t eh, int64_t ew);
+/* Offset of tap (r, s) (dilated kernel position) inside a plane set. */
+static inline int64_t ql_phase_off(const ql_phase *p, int64_t r, int64_t s)
+{
+    return ((r % p->sh) * p->sw + s % p->sw) * p->hq * p->wq + (r / p->sh) * p->wq + s / p->sw;
+}
+/* Fills one plane set from image x (h x w, row-major). */
+void ql_phase_build(const ql_phase *p, const float *x, float fill, float *dst);
+/* Rows [i0, i0+nrows) of every plane of the set (rows past hq are fill),
+ * as planes of nrows x wq: tap (r, s) then sits at phase_off computed
+ * with hq = nrows, output row oh at (oh - i0)*wq. */
+void ql_phase_rows(const ql_phase *p, const float *x, float fill, float *dst, int64_t i0,
+                   int64_t nrows);
+
+#endif

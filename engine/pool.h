@@ -1,0 +1,33 @@
+/* A fixed pool of worker threads running parallel-for loops, and the
+ * execution context kernels receive (threads + scratch memory). */
+#ifndef QL_POOL_H
+#define QL_POOL_H
+
+#include <stddef.h>
+
+#include "op.h"
+
+typedef struct ql_pool ql_pool;
+
+/* n_threads <= 0 means the number of online cores. NULL on failure. */
+ql_pool *ql_pool_new(int n_threads);
+void ql_pool_free(ql_pool *p);
+int ql_pool_threads(const ql_pool *p);
+/* Default thread count: online cores. */
+int ql_default_threads(void);
+
+struct ql_exec_ctx {
+    ql_pool *pool;
+    void *scratch;
+    size_t scratch_size;
+    /* Fused activation the executor asks a Conv/Gemm kernel to apply to its
+     * output: clamp to [post_lo, post_hi] when post_clamp is set (Relu is
+     * [0, inf), Clip its range). Kernels that cannot fuse leave it unset. */
+    int post_clamp;
+    float post_lo, post_hi;
+};
+
+void ql_ctx_init(ql_exec_ctx *ctx, ql_pool *pool);
+void ql_ctx_destroy(ql_exec_ctx *ctx);
+
+#endif

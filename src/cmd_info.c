@@ -1,0 +1,167 @@
+/* `qlens info`: a model's inputs, outputs and layers (after simplification),
+ * with output shapes, parameter counts and MACs, as text or JSON. */
+#include <cjson/cJSON.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "engine/onnx.h"
+#include "engine/op.h"
+
+static void info_usage(FILE *f)
+{
+    fprintf(f, "Usage: qlens info [--json] MODEL.onnx\n\n"
+               "Shows the model's inputs and outputs and, per node after simplification\n"
+               "(BatchNorm folded, constant shape sub-graphs folded, Identity dropped):\n"
+               "name, op, output shape, parameters and MACs for batch 1.\n\n"
+               "  --json     print one JSON object instead of a table\n"
+               "  -h, --help show this help\n");
+}
+
+static cJSON *shape_json(const ql_value *v)
+{
+    cJSON *a = cJSON_CreateArray();
+    for (int i = 0; i < v->ndim; i++)
+        cJSON_AddItemToArray(a, v->dims[i] < 0 ? cJSON_CreateNull()
+                                               : cJSON_CreateNumber((double)v->dims[i]));
+    return a;
+}
+
+static cJSON *io_json(const ql_graph *g, const int *ids, int n)
+{
+    cJSON *arr = cJSON_CreateArray();
+    for (int i = 0; i < n; i++) {
+        const ql_value *v = &g->values[ids[i]];
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "name", v->name);
+        cJSON_AddStringToObject(o, "dtype", ql_dtype_info(v->dtype)->name);
+        cJSON_AddItemToObject(o, "shape", shape_json(v));
+        cJSON_AddItemToArray(arr, o);
+    }
+    return arr;
+}
+
+static int print_json(const ql_model *m)
+{
+    const ql_graph *g = m->graph;
+    cJSON *root = cJSON_CreateObject();
+    char fp[32];
+    snprintf(fp, sizeof fp, "%016" PRIx64, m->fingerprint);
+    cJSON_AddStringToObject(root, "model", m->path);
+    cJSON_AddStringToObject(root, "fingerprint", fp);
+    cJSON_AddNumberToObject(root, "opset", (double)m->opset);
+    cJSON_AddNumberToObject(root, "ir_version", (double)m->ir_version);
+    cJSON_AddStringToObject(root, "producer", m->producer ? m->producer : "");
+    cJSON_AddItemToObject(root, "inputs", io_json(g, g->inputs, g->n_inputs));
+    cJSON_AddItemToObject(root, "outputs", io_json(g, g->outputs, g->n_outputs));
+    cJSON *nodes = cJSON_AddArrayToObject(root, "nodes");
+    int64_t params = 0, macs = 0;
+    for (int i = 0; i < g->n_nodes; i++) {
+        const ql_node *n = &g->nodes[i];
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "name", n->name);
+        cJSON_AddStringToObject(o, "op", n->op_type);
+        cJSON *ins = cJSON_AddArrayToObject(o, "inputs");
+        for (int j = 0; j < n->n_in; j++)
+            cJSON_AddItemToArray(ins, n->in[j] < 0 ? cJSON_CreateString("")
+                                                    : cJSON_CreateString(g->values[n->in[j]].name));
+        cJSON *outs = cJSON_AddArrayToObject(o, "outputs");
+        for (int j = 0; j < n->n_out; j++)
+            if (n->out[j] >= 0) {
+                cJSON *vo = cJSON_CreateObject();
+                cJSON_AddStringToObject(vo, "name", g->values[n->out[j]].name);
+                cJSON_AddItemToObject(vo, "shape", shape_json(&g->values[n->out[j]]));
+                cJSON_AddItemToArray(outs, vo);
+            }
+        int64_t p = ql_node_params(g, n), mc = ql_node_macs(g, n);
+        params += p;
+        macs += mc;
+        cJSON_AddNumberToObject(o, "params", (double)p);
+        cJSON_AddNumberToObject(o, "macs", (double)mc);
+        cJSON_AddItemToArray(nodes, o);
+    }
+    cJSON_AddNumberToObject(root, "total_params", (double)params);
+    cJSON_AddNumberToObject(root, "total_macs", (double)macs);
+    char *s = cJSON_Print(root);
+    int rc = s ? 0 : 1;
+    if (s)
+        printf("%s\n", s);
+    free(s);
+    cJSON_Delete(root);
+    return rc;
+}
+
+static void print_io(const char *title, const ql_graph *g, const int *ids, int n)
+{
+    char buf[128];
+    printf("%s:\n", title);
+    for (int i = 0; i < n; i++) {
+        const ql_value *v = &g->values[ids[i]];
+        printf("  %-24s %-4s %s\n", v->name, ql_dtype_info(v->dtype)->name,
+               ql_shape_str(v->ndim, v->dims, buf, sizeof buf));
+    }
+}
+
+static void print_text(const ql_model *m)
+{
+    const ql_graph *g = m->graph;
+    char buf[128];
+    printf("model:       %s\n", m->path);
+    printf("opset:       %lld (ir %lld%s%s)\n", (long long)m->opset, (long long)m->ir_version,
+           m->producer && m->producer[0] ? ", producer " : "", m->producer ? m->producer : "");
+    printf("fingerprint: %016" PRIx64 "\n", m->fingerprint);
+    print_io("inputs", g, g->inputs, g->n_inputs);
+    print_io("outputs", g, g->outputs, g->n_outputs);
+    printf("nodes: %d\n", g->n_nodes);
+    printf("  %4s  %-32s %-20s %-18s %10s %14s\n", "#", "name", "op", "output", "params", "MACs");
+    int64_t params = 0, macs = 0;
+    for (int i = 0; i < g->n_nodes; i++) {
+        const ql_node *n = &g->nodes[i];
+        int64_t p = ql_node_params(g, n), mc = ql_node_macs(g, n);
+        params += p;
+        macs += mc;
+        const ql_value *o = n->n_out && n->out[0] >= 0 ? &g->values[n->out[0]] : NULL;
+        printf("  %4d  %-32s %-20s %-18s %10lld %14lld\n", i, n->name[0] ? n->name : "-",
+               n->op_type, o ? ql_shape_str(o->ndim, o->dims, buf, sizeof buf) : "-",
+               (long long)p, (long long)mc);
+    }
+    printf("total: %lld parameters, %lld MACs per sample\n", (long long)params, (long long)macs);
+}
+
+int cmd_info(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"json", no_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int json = 0, c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'j': json = 1; break;
+        case 'h': info_usage(stdout); return 0;
+        default: info_usage(stderr); return 2;
+        }
+    }
+    if (optind != argc - 1) {
+        cli_error("info", "expects exactly one MODEL.onnx (see 'qlens info --help')");
+        return 2;
+    }
+    ql_error err = {{0}};
+    ql_model *m = NULL;
+    if (ql_model_load(argv[optind], &m, &err) != QL_OK) {
+        cli_error("info", "%s", err.msg);
+        return 1;
+    }
+    int rc = 0;
+    if (json)
+        rc = print_json(m);
+    else
+        print_text(m);
+    ql_model_free(m);
+    return rc;
+}
