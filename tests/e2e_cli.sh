@@ -1,0 +1,107 @@
+#!/bin/sh
+# End-to-end tests of the qlens program on the shipped example and on bad
+# inputs: every failure must be a clear, located message and a non-zero exit.
+set -u
+: "${QLENS:?}" "${QLENS_SRCDIR:?}"
+ex="$QLENS_SRCDIR/examples/fmnist"
+fx="$QLENS_SRCDIR/tests/data"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+pass=0
+fail=0
+
+ok() { pass=$((pass + 1)); echo "PASS $1"; }
+ko() { fail=$((fail + 1)); echo "FAIL $1"; [ -f "$tmp/err" ] && sed 's/^/  stderr: /' "$tmp/err"; }
+
+# expect_fail NAME PATTERN CMD...: non-zero exit and stderr matching PATTERN
+expect_fail() {
+    name=$1 pat=$2
+    shift 2
+    if "$@" >"$tmp/out" 2>"$tmp/err"; then
+        ko "$name (exit 0)"
+    elif grep -q -- "$pat" "$tmp/err"; then
+        ok "$name"
+    else
+        ko "$name (message did not match: $pat)"
+    fi
+}
+
+# expect_ok NAME CMD...
+expect_ok() {
+    name=$1
+    shift
+    if "$@" >"$tmp/out" 2>"$tmp/err"; then ok "$name"; else ko "$name (exit $?)"; fi
+}
+
+# --- basics -------------------------------------------------------------------
+expect_ok "version" "$QLENS" --version
+grep -q '^qlens [0-9]' "$tmp/out" || ko "version text"
+expect_ok "help" "$QLENS" --help
+grep -q 'eval' "$tmp/out" && grep -q 'info' "$tmp/out" || ko "help lists commands"
+expect_fail "unknown command" "unknown command 'frobnicate'" "$QLENS" frobnicate
+expect_fail "bad option value" "option --limit: 'abc' is not an integer" \
+    "$QLENS" eval "$ex/fmnist_resnet.onnx" --data "$ex/eval.npy" --limit abc
+
+# --- info -----------------------------------------------------------------------
+expect_ok "info" "$QLENS" info "$ex/fmnist_resnet.onnx"
+grep -q 'input' "$tmp/out" && grep -q 'Conv' "$tmp/out" && grep -q 'MACs' "$tmp/out" ||
+    ko "info shows inputs, convs and MACs"
+grep -q 'BatchNormalization' "$tmp/out" && ko "info: BatchNormalization should be folded"
+expect_ok "info --json" "$QLENS" info --json "$ex/fmnist_resnet.onnx"
+grep -q '"total_macs"' "$tmp/out" && grep -q '"nodes"' "$tmp/out" || ko "info --json keys"
+
+# --- eval: exactly the count of correct samples PyTorch measured ----------------
+want=$(sed -n 's/.*"correct": *\([0-9]*\).*/\1/p' "$ex/reference.json")
+expect_ok "eval --json" "$QLENS" eval "$ex/fmnist_resnet.onnx" --data "$ex/eval.npy" \
+    --labels "$ex/eval_labels.npy" --json
+got=$(sed -n 's/.*"correct":\([0-9]*\).*/\1/p' "$tmp/out")
+if [ -n "$want" ] && [ "$got" = "$want" ]; then ok "eval top-1 matches PyTorch ($got/1000)"
+else ko "eval top-1: got '$got' correct, PyTorch measured '$want'"; fi
+grep -q '"top1_float":0\.' "$tmp/out" && grep -q '"seconds":' "$tmp/out" && grep -q '"n":1000' "$tmp/out" ||
+    ko "eval --json keys"
+for t in 1 2; do
+    expect_ok "eval threads $t batch 7" "$QLENS" eval "$ex/fmnist_resnet.onnx" --data "$ex/eval.npy" \
+        --labels "$ex/eval_labels.npy" --json --threads $t --batch 7
+    g2=$(sed -n 's/.*"correct":\([0-9]*\).*/\1/p' "$tmp/out")
+    [ "$g2" = "$got" ] || ko "eval with $t threads, batch 7: $g2 correct vs $got"
+done
+expect_ok "eval --limit" "$QLENS" eval "$ex/fmnist_resnet.onnx" --data "$ex/eval.npy" \
+    --labels "$ex/eval_labels.npy" --limit 100 --json
+grep -q '"n":100,' "$tmp/out" || ko "eval --limit 100 runs 100 samples"
+idx=/usr/share/datasets/fashion-mnist
+if [ -r "$idx/t10k-images-idx3-ubyte.gz" ]; then
+    expect_ok "eval on gzipped IDX" "$QLENS" eval "$ex/fmnist_resnet.onnx" \
+        --data "$idx/t10k-images-idx3-ubyte.gz" --labels "$idx/t10k-labels-idx1-ubyte.gz" \
+        --limit 1000 --json
+    g3=$(sed -n 's/.*"correct":\([0-9]*\).*/\1/p' "$tmp/out")
+    [ "$g3" = "$got" ] || ko "IDX (first 1000 test images) gives $g3 correct, .npy gives $got"
+fi
+
+# --- bad inputs -----------------------------------------------------------------
+expect_fail "missing model" "nonexistent.onnx" "$QLENS" info "$tmp/nonexistent.onnx"
+head -c 3000 "$ex/fmnist_resnet.onnx" > "$tmp/truncated.onnx"
+expect_fail "truncated model" "truncated.onnx" "$QLENS" info "$tmp/truncated.onnx"
+# deterministic "random" bytes
+awk 'BEGIN { s = 7; for (i = 0; i < 4096; i++) { s = (s * 1103515245 + 12345) % 2147483648; printf "%c", s % 256 } }' \
+    > "$tmp/random.onnx"
+expect_fail "random bytes" "random.onnx" "$QLENS" info "$tmp/random.onnx"
+: > "$tmp/empty.onnx"
+expect_fail "empty file" "empty.onnx" "$QLENS" info "$tmp/empty.onnx"
+cp "$fx/wrong_shape.npy" "$tmp/not_a_model.onnx"
+expect_fail "npy as model" "not_a_model.onnx" "$QLENS" info "$tmp/not_a_model.onnx"
+expect_fail "wrong input shape" "does not match model input 'input'" \
+    "$QLENS" eval "$ex/fmnist_resnet.onnx" --data "$fx/wrong_shape.npy"
+expect_fail "NaN in data" "sample 2 has NaN at element 147" \
+    "$QLENS" eval "$ex/fmnist_resnet.onnx" --data "$fx/nan_sample2.npy"
+expect_fail "Inf in data" "sample 1 has Inf at element 3" \
+    "$QLENS" eval "$ex/fmnist_resnet.onnx" --data "$fx/inf_sample1.npy"
+expect_fail "missing data" "nothing-here.npy" \
+    "$QLENS" eval "$ex/fmnist_resnet.onnx" --data "$tmp/nothing-here.npy"
+expect_fail "float labels" "labels_bad.npy" \
+    "$QLENS" eval "$ex/fmnist_resnet.onnx" --data "$ex/calib.npy" --labels "$fx/labels_bad.npy" --limit 2
+expect_fail "label count" "labels but" \
+    "$QLENS" eval "$ex/fmnist_resnet.onnx" --data "$ex/calib.npy" --labels "$ex/eval_labels.npy"
+expect_fail "data required" "--data is required" "$QLENS" eval "$ex/fmnist_resnet.onnx"
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
