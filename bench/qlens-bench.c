@@ -1,0 +1,97 @@
+/* Benchmark driver: times qlens float inference on one input, with the same
+ * protocol and output line as bench/ort_run.js, so bench/run.sh can compare
+ * the two side by side. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "engine/dataset.h"
+#include "engine/exec.h"
+#include "engine/onnx.h"
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+int main(int argc, char **argv)
+{
+    const char *model = NULL, *input = NULL;
+    int threads = 1, warmup = 3, iters = 10;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--threads") && i + 1 < argc)
+            threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--warmup") && i + 1 < argc)
+            warmup = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--iters") && i + 1 < argc)
+            iters = atoi(argv[++i]);
+        else if (!model)
+            model = argv[i];
+        else if (!input)
+            input = argv[i];
+        else {
+            fprintf(stderr, "qlens-bench: unexpected argument '%s'\n", argv[i]);
+            return 2;
+        }
+    }
+    if (!model || !input || iters < 1 || threads < 1) {
+        fprintf(stderr, "usage: qlens-bench MODEL.onnx INPUT.npy [--threads T] [--warmup W] "
+                        "[--iters N]\n");
+        return 2;
+    }
+    ql_error err = {{0}};
+    ql_model *m = NULL;
+    ql_tensor *x = NULL;
+    ql_exec *ex = NULL;
+    double *times = calloc((size_t)iters, sizeof *times);
+    double out_sum = 0;
+    int rc = 1;
+    if (ql_model_load(model, &m, &err) != QL_OK || ql_npy_load(input, &x, &err) != QL_OK)
+        goto fail;
+    ql_exec_opts o = {.n_threads = threads};
+    if (ql_exec_new(m->graph, &o, &ex, &err) != QL_OK)
+        goto fail;
+    for (int it = 0; it < warmup + iters; it++) {
+        ql_tensor *outs[16] = {0};
+        const ql_tensor *in = x;
+        double t0 = now_ms();
+        if (ql_exec_run(ex, &in, outs, &err) != QL_OK)
+            goto fail;
+        double t1 = now_ms();
+        if (it >= warmup)
+            times[it - warmup] = t1 - t0;
+        if (it == warmup + iters - 1) {
+            const float *y = outs[0]->data;
+            for (int64_t k = 0; k < ql_tensor_numel(outs[0]); k++)
+                out_sum += y[k];
+        }
+        for (int j = 0; j < m->graph->n_outputs && j < 16; j++)
+            ql_tensor_free(outs[j]);
+    }
+    qsort(times, (size_t)iters, sizeof *times, cmp_double);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf("{\"median_ms\":%.3f,\"min_ms\":%.3f,\"peak_rss_kb\":%ld,\"out_sum\":%.6g}\n",
+           iters % 2 ? times[iters / 2] : 0.5 * (times[iters / 2 - 1] + times[iters / 2]),
+           times[0], ru.ru_maxrss, out_sum);
+    rc = 0;
+    goto done;
+fail:
+    fprintf(stderr, "qlens-bench: %s\n", err.msg);
+done:
+    free(times);
+    ql_exec_free(ex);
+    ql_tensor_free(x);
+    ql_model_free(m);
+    return rc;
+}
