@@ -11,6 +11,7 @@
 #include "config.h"
 #include "op.h"
 #include "pool.h"
+#include "quant.h"
 
 #ifdef HAVE_OPENBLAS_SET_NUM_THREADS
 #include <cblas.h>
@@ -31,6 +32,7 @@ struct ql_exec {
      * applies, or -1; fused_into[j] is that producer for the activation. */
     int *fused_act, *fused_into;
     float *fuse_lo, *fuse_hi;
+    ql_exec_quant quant; /* fake-quant plan, or all NULL for float */
 };
 
 /* Clamp range of a Relu or Clip node with constant bounds; false otherwise. */
@@ -64,7 +66,8 @@ static void plan_fusion(ql_exec *x)
     const ql_graph *g = x->g;
     for (int i = 0; i < g->n_nodes; i++)
         x->fused_act[i] = x->fused_into[i] = -1;
-    if (x->opts.observer)
+    const char *want = x->opts.observe;
+    if (x->opts.observer && !want)
         return;
     for (int j = 0; j < g->n_nodes; j++) {
         const ql_node *a = &g->nodes[j];
@@ -75,6 +78,9 @@ static void plan_fusion(ql_exec *x)
             continue;
         const ql_node *p = &g->nodes[v->producer];
         if (!ql_op_get(p->op)->fuses_clamp || p->out[0] != a->in[0] || x->fused_act[v->producer] >= 0)
+            continue;
+        /* the intermediate must not be needed by the observer or quantized */
+        if ((x->opts.observer && want[a->in[0]]) || (x->quant.act && x->quant.act[a->in[0]]))
             continue;
         float lo, hi;
         if (!clamp_range(g, a, &lo, &hi))
@@ -150,6 +156,38 @@ void ql_exec_free(ql_exec *x)
 }
 
 int ql_exec_threads(const ql_exec *x) { return ql_pool_threads(x->pool); }
+
+ql_status ql_exec_set_quant(ql_exec *x, const ql_exec_quant *q, ql_error *err)
+{
+    (void)err;
+    memset(&x->quant, 0, sizeof x->quant);
+    if (q)
+        x->quant = *q;
+    plan_fusion(x);
+    return QL_OK;
+}
+
+/* Fake-quantizes value v in place if the plan says so; a slot that only
+ * views someone else's memory (a feed) is copied first. */
+static ql_status quantize_slot(ql_exec *x, int v, ql_error *err)
+{
+    const ql_encoding *e = x->quant.act ? x->quant.act[v] : NULL;
+    ql_tensor *s = &x->slots[v];
+    if (!e || s->dtype != QL_F32)
+        return QL_OK;
+    if (!s->owns) {
+        ql_tensor *c = ql_tensor_clone(s);
+        if (!c)
+            return ql_fail(err, QL_ERR_NOMEM, "out of memory quantizing '%s'",
+                           x->g->values[v].name);
+        *s = *c;
+        free(c);
+    }
+    ql_status st = ql_fake_quant(s, e, err);
+    if (st != QL_OK)
+        return ql_fail_prefix(err, st, "quantizing '%s'", x->g->values[v].name);
+    return QL_OK;
+}
 
 static void reset_slots(ql_exec *x)
 {
@@ -258,50 +296,62 @@ static ql_status run_node(ql_exec *x, int i, ql_error *err)
     return QL_OK;
 }
 
-ql_status ql_exec_run_from(ql_exec *x, int start_node, int n_feeds, const int *feed_ids,
-                           const ql_tensor *const *feeds, ql_tensor **outputs, ql_error *err)
+ql_status ql_exec_run_nodes(ql_exec *x, const char *run, int n_feeds, const int *feed_ids,
+                            const ql_tensor *const *feeds, ql_tensor **outputs, ql_error *err)
 {
     ql_graph *g = x->g;
     ql_status st = QL_OK;
 
-    if (start_node < 0 || start_node > g->n_nodes)
-        return ql_fail(err, QL_ERR_ARG, "start node %d out of range", start_node);
     reset_slots(x);
     for (int v = 0; v < g->n_values; v++) {
         x->refs[v] = 0;
         if (g->values[v].constant) {
-            x->slots[v] = *g->values[v].constant;
+            const ql_tensor *c = x->quant.constants && x->quant.constants[v]
+                                     ? x->quant.constants[v]
+                                     : g->values[v].constant;
+            x->slots[v] = *c;
             x->slots[v].owns = false;
             x->have[v] = 1;
         }
     }
     for (int k = 0; k < n_feeds; k++) {
         int v = feed_ids[k];
-        if (v < 0 || v >= g->n_values)
-            return ql_fail(err, QL_ERR_ARG, "feed %d names no value", k);
+        if (v < 0 || v >= g->n_values) {
+            st = ql_fail(err, QL_ERR_ARG, "feed %d names no value", k);
+            goto cleanup;
+        }
         x->slots[v] = *feeds[k];
         x->slots[v].owns = false;
         x->have[v] = 1;
+        /* a fed value gets the quantizer the plan gives it (idempotent when
+         * it was quantized already) */
+        if ((st = quantize_slot(x, v, err)) != QL_OK)
+            goto cleanup;
     }
-    for (int i = start_node; i < g->n_nodes; i++)
-        for (int j = 0; j < g->nodes[i].n_in; j++)
-            if (g->nodes[i].in[j] >= 0)
-                x->refs[g->nodes[i].in[j]]++;
+    for (int i = 0; i < g->n_nodes; i++)
+        if (run[i])
+            for (int j = 0; j < g->nodes[i].n_in; j++)
+                if (g->nodes[i].in[j] >= 0)
+                    x->refs[g->nodes[i].in[j]]++;
 
-    for (int i = start_node; i < g->n_nodes; i++) {
+    for (int i = 0; i < g->n_nodes; i++) {
+        if (!run[i])
+            continue;
         if (x->opts.cancel && *x->opts.cancel) {
             st = ql_fail(err, QL_ERR_CANCELLED, "run cancelled");
             goto cleanup;
         }
         const ql_node *n = &g->nodes[i];
         int producer = x->fused_into[i];
-        if (producer >= start_node) {
+        if (producer >= 0 && run[producer]) {
             /* the producer's kernel already applied this activation */
             for (int j = 0; j < n->n_in; j++)
                 drop_ref(x, n->in[j]);
             continue;
         }
         int act = x->fused_act[i];
+        if (act >= 0 && !run[act])
+            act = -1; /* cannot happen for closed node sets; run unfused */
         x->ctx.post_clamp = act >= 0;
         x->ctx.post_lo = act >= 0 ? x->fuse_lo[i] : 0.0f;
         x->ctx.post_hi = act >= 0 ? x->fuse_hi[i] : 0.0f;
@@ -318,10 +368,18 @@ ql_status ql_exec_run_from(ql_exec *x, int start_node, int n_feeds, const int *f
             x->have[from] = 0;
         }
         for (int j = 0; j < n->n_out; j++) {
-            int v = n->out[j];
+            int v = j == 0 && act >= 0 ? g->nodes[act].out[0] : n->out[j];
             if (v < 0)
                 continue;
-            if (x->opts.observer &&
+            bool watch = x->opts.observer && (!x->opts.observe || x->opts.observe[v]);
+            if (watch && x->opts.observe_raw &&
+                !x->opts.observer(x->opts.observer_user, g, i, v, &x->slots[v])) {
+                st = ql_fail(err, QL_ERR_CANCELLED, "run cancelled by observer");
+                goto cleanup;
+            }
+            if ((st = quantize_slot(x, v, err)) != QL_OK)
+                goto cleanup;
+            if (watch && !x->opts.observe_raw &&
                 !x->opts.observer(x->opts.observer_user, g, i, v, &x->slots[v])) {
                 st = ql_fail(err, QL_ERR_CANCELLED, "run cancelled by observer");
                 goto cleanup;
@@ -355,6 +413,22 @@ ql_status ql_exec_run_from(ql_exec *x, int start_node, int n_feeds, const int *f
     }
 cleanup:
     reset_slots(x);
+    return st;
+}
+
+ql_status ql_exec_run_from(ql_exec *x, int start_node, int n_feeds, const int *feed_ids,
+                           const ql_tensor *const *feeds, ql_tensor **outputs, ql_error *err)
+{
+    ql_graph *g = x->g;
+    if (start_node < 0 || start_node > g->n_nodes)
+        return ql_fail(err, QL_ERR_ARG, "start node %d out of range", start_node);
+    char *run = malloc((size_t)g->n_nodes + 1);
+    if (!run)
+        return ql_fail(err, QL_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < g->n_nodes; i++)
+        run[i] = i >= start_node;
+    ql_status st = ql_exec_run_nodes(x, run, n_feeds, feed_ids, feeds, outputs, err);
+    free(run);
     return st;
 }
 

@@ -20,6 +20,12 @@ typedef struct ql_exec_opts {
     int n_threads;              /* <= 0: number of online cores */
     ql_observer_fn observer;    /* optional */
     void *observer_user;
+    /* optional, per value: non-zero for the values the observer needs; NULL
+     * means all. Values not needed may be fused away (Conv+Relu). */
+    const char *observe;
+    /* call the observer before a value's fake-quantization (default: after,
+     * i.e. the observer sees what consumers read) */
+    bool observe_raw;
     const volatile int *cancel; /* optional: non-zero stops the run (QL_ERR_CANCELLED) */
 } ql_exec_opts;
 
@@ -28,6 +34,17 @@ typedef struct ql_exec ql_exec;
 /* The graph must have been bound, shape-inferred and prepared; it must
  * outlive the executor. */
 ql_status ql_exec_new(ql_graph *g, const ql_exec_opts *opts, ql_exec **out, ql_error *err);
+
+/* Fake-quant execution: per value, an encoding applied (quantize-dequantize)
+ * as the value is produced or fed, and a replacement for constant values
+ * (fake-quantized weights and biases). Arrays have g->n_values entries, NULL
+ * entries mean float; they are borrowed and must outlive the runs. */
+typedef struct ql_exec_quant {
+    const struct ql_encoding *const *act;
+    const ql_tensor *const *constants;
+} ql_exec_quant;
+/* Switches the executor to fake-quant (q != NULL) or float (q == NULL). */
+ql_status ql_exec_set_quant(ql_exec *x, const ql_exec_quant *q, ql_error *err);
 void ql_exec_free(ql_exec *x);
 int ql_exec_threads(const ql_exec *x);
 
@@ -44,5 +61,13 @@ ql_status ql_exec_run(ql_exec *x, const ql_tensor *const *inputs, ql_tensor **ou
 ql_status ql_exec_run_from(ql_exec *x, int start_node, int n_feeds, const int *feed_ids,
                            const ql_tensor *const *feeds, ql_tensor **outputs,
                            ql_error *err);
+
+/* Runs only the nodes with run[i] != 0, in order. Every value they read
+ * that none of them produces must be fed (or be a constant); outputs as in
+ * ql_exec_run_from. In fake-quant mode a fed value with an encoding is
+ * quantized on entry (quantizing an already quantized value changes
+ * nothing). */
+ql_status ql_exec_run_nodes(ql_exec *x, const char *run, int n_feeds, const int *feed_ids,
+                            const ql_tensor *const *feeds, ql_tensor **outputs, ql_error *err);
 
 #endif
