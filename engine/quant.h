@@ -23,6 +23,9 @@ typedef struct ql_qspec {
  * restricted range [-(2^(b-1)-1), 2^(b-1)-1] so that scales are exactly
  * mirrored (as the BPU does); asymmetric uses the full range. */
 void ql_qspec_range(const ql_qspec *s, int64_t *qmin, int64_t *qmax);
+/* NULL if a spec is usable, else why not: bits 2..16, or 32 only signed
+ * symmetric (so that every q and zero point fits an int32). */
+const char *ql_qspec_check(const ql_qspec *s);
 
 /* An encoding: n scales and zero points (n = 1 per-tensor, else the size of
  * the spec's axis), plus the real range each was made from. Owns its arrays. */
@@ -31,7 +34,7 @@ typedef struct ql_encoding {
     int64_t n;
     float *scale;
     int32_t *zero_point;
-    float *lo, *hi;  /* clipping range per channel */
+    float *lo, *hi;  /* clipping range per channel (set_range: widened to contain 0) */
 } ql_encoding;
 
 ql_status ql_encoding_init(ql_encoding *e, const ql_qspec *spec, int64_t n, ql_error *err);
@@ -41,10 +44,13 @@ bool ql_encoding_equal(const ql_encoding *a, const ql_encoding *b);
 
 /* Sets channel c of e from a real range. The range is widened to contain
  * 0; symmetric specs use max(|lo|, |hi|). A zero-width range gets a tiny
- * positive scale so that quantize(0) = zero point and nothing divides by 0. */
+ * positive scale so that quantize(0) = zero point and nothing divides by 0:
+ * any scale below QL_SCALE_MIN (zero width, or underflow) becomes it. */
+#define QL_SCALE_MIN 0x1p-32f
 void ql_encoding_set_range(ql_encoding *e, int64_t c, double lo, double hi);
 
-/* Round half to even of x / scale + zp, saturated to [qmin, qmax]. */
+/* rint(x / scale) + zp, saturated to [qmin, qmax]: a float32 division (not
+ * x * (1/scale)), round half to even, zp added after rounding; NaN -> zp. */
 int32_t ql_quantize1(float x, float scale, int32_t zp, int64_t qmin, int64_t qmax);
 static inline float ql_dequantize1(int32_t q, float scale, int32_t zp)
 {
