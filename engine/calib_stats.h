@@ -18,6 +18,10 @@ typedef struct ql_hist {
     double min, max;   /* observed extremes; min > max while count == 0 */
     uint64_t count;    /* values observed (NaN excluded) */
     uint64_t nan;      /* NaN values seen (reported, never binned) */
+    uint64_t ninf, pinf; /* -Inf/+Inf values seen, also counted in the edge bins
+                          * (kept apart so that re-binning leaves them there) */
+    uint64_t at_range; /* finite values equal to +R, in the top bin with the values
+                        * just below; they move inward when R grows */
     double range;      /* R: bins cover [-R, R); 0 until a non-zero value arrives */
     uint64_t *counts;  /* owned, QL_HIST_BINS entries */
 } ql_hist;
@@ -30,7 +34,10 @@ void ql_hist_clear(ql_hist *h);
 void ql_hist_add(ql_hist *h, const float *x, int64_t n);
 /* Merges src into dst (both kept exact by re-binning the narrower one). */
 ql_status ql_hist_merge(ql_hist *dst, const ql_hist *src, ql_error *err);
-/* Bin index of a value (for tests and algorithms). */
+/* Bin index of a value (for tests and algorithms): floor(x / width) +
+ * QL_HIST_BINS/2, clamped to the edge bins. Zero of either sign is in bin
+ * QL_HIST_BINS/2 whatever R is, so all-zero data (range 0) has every count
+ * there; negative values start at bin QL_HIST_BINS/2 - 1. */
 int ql_hist_bin(const ql_hist *h, double x);
 
 /* Statistics of a set of named tensors. */

@@ -134,6 +134,9 @@ typedef struct qlp_plugin {
 } qlp_plugin;
 
 typedef const qlp_plugin *(*qlp_entry_fn)(void);
+/* The entry point every plugin defines (declared here so that plugins build
+ * cleanly with -Wmissing-prototypes). */
+const qlp_plugin *QLENS_PLUGIN_ENTRY(void);
 
 #ifdef __cplusplus
 }
