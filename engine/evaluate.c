@@ -27,6 +27,55 @@ int64_t ql_argmax_f32(const float *x, int64_t n)
     return best;
 }
 
+ql_status ql_batcher_init(ql_batcher *b, const ql_graph *g, const ql_dataset *d, int64_t batch,
+                          ql_error *err)
+{
+    memset(b, 0, sizeof *b);
+    if (g->n_inputs != 1)
+        return ql_fail(err, QL_ERR_UNSUPPORTED,
+                       "a model with exactly one input is needed (it has %d)", g->n_inputs);
+    if (d->n <= 0)
+        return ql_fail(err, QL_ERR_DATA, "%s: no samples", d->source);
+    const ql_value *in = &g->values[g->inputs[0]];
+    b->d = d;
+    b->fixed = in->ndim > 0 && in->dims[0] > 0 ? in->dims[0] : 0;
+    b->batch = b->fixed ? b->fixed : (batch > 0 ? batch : 32);
+    return QL_OK;
+}
+
+ql_status ql_batcher_get(ql_batcher *b, int64_t first, int64_t *count, const ql_tensor **feed,
+                         ql_error *err)
+{
+    const ql_dataset *d = b->d;
+    int64_t n = d->n - first < b->batch ? d->n - first : b->batch;
+    ql_tensor view = ql_dataset_batch(d, first, n);
+    *count = n;
+    if (!b->fixed || n == b->fixed) {
+        ql_tensor_free(b->padded);
+        b->padded = ql_tensor_wrap(view.dtype, view.ndim, view.dims, view.data);
+        if (!b->padded)
+            return ql_fail(err, QL_ERR_NOMEM, "out of memory");
+        *feed = b->padded;
+        return QL_OK;
+    }
+    int64_t dims[QL_MAX_DIMS];
+    memcpy(dims, view.dims, sizeof dims);
+    dims[0] = b->fixed;
+    ql_tensor_free(b->padded);
+    b->padded = ql_tensor_new(view.dtype, view.ndim, dims);
+    if (!b->padded)
+        return ql_fail(err, QL_ERR_NOMEM, "out of memory");
+    memcpy(b->padded->data, view.data, ql_tensor_nbytes(&view));
+    *feed = b->padded;
+    return QL_OK;
+}
+
+void ql_batcher_clear(ql_batcher *b)
+{
+    ql_tensor_free(b->padded);
+    memset(b, 0, sizeof *b);
+}
+
 void ql_eval_result_clear(ql_eval_result *res)
 {
     free(res->pred);
@@ -135,5 +184,79 @@ cleanup:
     ql_exec_free(x);
     if (st != QL_OK)
         ql_eval_result_clear(res);
+    return st;
+}
+
+static ql_status run_output0(ql_exec *x, const ql_graph *g, const ql_tensor *feed,
+                             ql_tensor **y, ql_error *err)
+{
+    ql_tensor *outs[64] = {0};
+    if (g->n_outputs > 64)
+        return ql_fail(err, QL_ERR_UNSUPPORTED, "too many outputs");
+    ql_status st = ql_exec_run(x, &feed, outs, err);
+    for (int j = 1; j < g->n_outputs; j++)
+        ql_tensor_free(outs[j]);
+    *y = outs[0];
+    return st;
+}
+
+ql_status ql_eval_compare(ql_model *m, const ql_exec_quant *plan, const ql_dataset *d,
+                          const int64_t *labels, int64_t n_labels, const ql_eval_opts *opts,
+                          ql_metrics *out, double *seconds, ql_error *err)
+{
+    ql_graph *g = m->graph;
+    ql_eval_opts o = {0};
+    ql_exec *x = NULL;
+    ql_batcher b = {0};
+    ql_tensor *yf = NULL, *yq = NULL;
+    ql_status st;
+    if (opts)
+        o = *opts;
+    memset(out, 0, sizeof *out);
+    if (labels && n_labels < d->n)
+        return ql_fail(err, QL_ERR_DATA, "%lld labels for %lld samples", (long long)n_labels,
+                       (long long)d->n);
+    if ((st = ql_batcher_init(&b, g, d, o.batch, err)) != QL_OK)
+        return ql_fail_prefix(err, st, "%s", m->path);
+    ql_exec_opts xo = {.n_threads = o.n_threads, .cancel = o.cancel};
+    if ((st = ql_exec_new(g, &xo, &x, err)) != QL_OK)
+        goto cleanup;
+    double t0 = now_seconds();
+    for (int64_t first = 0; first < d->n; first += b.batch) {
+        const ql_tensor *feed;
+        int64_t count;
+        if ((st = ql_batcher_get(&b, first, &count, &feed, err)) != QL_OK)
+            goto cleanup;
+        if ((st = ql_exec_set_quant(x, NULL, err)) != QL_OK ||
+            (st = run_output0(x, g, feed, &yf, err)) != QL_OK ||
+            (st = ql_exec_set_quant(x, plan, err)) != QL_OK ||
+            (st = run_output0(x, g, feed, &yq, err)) != QL_OK) {
+            ql_fail_prefix(err, st, "%s: samples %lld-%lld", d->source, (long long)first,
+                           (long long)(first + count - 1));
+            goto cleanup;
+        }
+        int64_t per = yf->ndim > 0 && yf->dims[0] > 0 ? ql_tensor_numel(yf) / yf->dims[0] : 0;
+        if (yf->dtype != QL_F32 || yf->ndim < 1 || yf->dims[0] != feed->dims[0] || per <= 0) {
+            st = ql_fail(err, QL_ERR_SHAPE,
+                         "%s: output '%s' is not a float batch of per-sample scores", m->path,
+                         g->values[g->outputs[0]].name);
+            goto cleanup;
+        }
+        ql_metrics_add(out, yf->data, yq->data, count, per, labels ? labels + first : NULL);
+        ql_tensor_free(yf);
+        ql_tensor_free(yq);
+        yf = yq = NULL;
+        if (o.progress && !o.progress(o.progress_user, first + count, d->n)) {
+            st = ql_fail(err, QL_ERR_CANCELLED, "evaluation cancelled");
+            goto cleanup;
+        }
+    }
+    if (seconds)
+        *seconds = now_seconds() - t0;
+cleanup:
+    ql_tensor_free(yf);
+    ql_tensor_free(yq);
+    ql_batcher_clear(&b);
+    ql_exec_free(x);
     return st;
 }

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "dataset.h"
+#include "metrics.h"
 #include "exec.h"
 #include "onnx.h"
 
@@ -39,6 +40,28 @@ ql_status ql_eval_float(ql_model *m, const ql_dataset *d, const int64_t *labels,
                         int64_t n_labels, const ql_eval_opts *opts, ql_eval_result *res,
                         ql_error *err);
 void ql_eval_result_clear(ql_eval_result *res);
+
+/* Runs the float model and its fake-quant plan on every sample of d and
+ * compares output 0 (metrics.h). labels as in ql_eval_float. */
+ql_status ql_eval_compare(ql_model *m, const ql_exec_quant *plan, const ql_dataset *d,
+                          const int64_t *labels, int64_t n_labels, const ql_eval_opts *opts,
+                          ql_metrics *out, double *seconds, ql_error *err);
+
+/* Feeds a dataset to a single-input model in batches. A model with a fixed
+ * batch gets batches of that size, the last one padded with zeros. */
+typedef struct ql_batcher {
+    const ql_dataset *d;
+    int64_t batch;      /* samples per batch */
+    int64_t fixed;      /* the model's fixed batch, or 0 */
+    ql_tensor *padded;  /* owned: the padded last batch */
+} ql_batcher;
+ql_status ql_batcher_init(ql_batcher *b, const ql_graph *g, const ql_dataset *d, int64_t batch,
+                          ql_error *err);
+/* The batch starting at sample `first`: *count real samples; *feed is valid
+ * until the next call. */
+ql_status ql_batcher_get(ql_batcher *b, int64_t first, int64_t *count, const ql_tensor **feed,
+                         ql_error *err);
+void ql_batcher_clear(ql_batcher *b);
 
 /* Index of the largest element (first on ties; NaN never wins). */
 int64_t ql_argmax_f32(const float *x, int64_t n);

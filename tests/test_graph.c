@@ -119,7 +119,7 @@ static void test_bind_lists_every_unsupported_op(void **state)
     g->opset = 13;
     int v[5];
     for (int i = 0; i < 5; i++) {
-        char nm[8];
+        char nm[16];
         snprintf(nm, sizeof nm, "v%d", i);
         v[i] = ql_graph_value(g, nm);
     }
