@@ -120,7 +120,9 @@ static void hist_grow(ql_hist *h, double a)
     h->range = r;
 }
 
-void ql_hist_add(ql_hist *h, const float *x, int64_t n)
+/* The general path: any values, NaN and infinities included, range grown
+ * as values arrive. */
+static void hist_add_general(ql_hist *h, const float *x, int64_t n)
 {
     uint64_t *counts = h->counts;
     float mn = (float)h->min, mx = (float)h->max;
@@ -160,6 +162,66 @@ void ql_hist_add(ql_hist *h, const float *x, int64_t n)
     h->max = mx;
     h->count += (uint64_t)n - nan;
     h->nan += nan;
+    h->at_range += top;
+}
+
+#define SUBS 4
+#define CHUNK (1 << 30) /* keeps the 32-bit sub-counters from overflowing */
+
+/* The common case, all values finite: one pass for the extremes (which the
+ * compiler vectorises), the range grown once, then binning into SUBS
+ * interleaved counters, so runs of equal values (the zeros after a ReLU) do
+ * not serialise on one memory location. Same counts as the general path. */
+void ql_hist_add(ql_hist *h, const float *x, int64_t n)
+{
+    float mn = INFINITY, mx = -INFINITY;
+    int64_t odd = 0;
+    for (int64_t i = 0; i < n; i++) {
+        float v = x[i];
+        mn = v < mn ? v : mn;
+        mx = v > mx ? v : mx;
+        odd += (v != v) | (v - v != 0.0f); /* NaN or +-Inf */
+    }
+    uint32_t *sub = n >= 4096 && !odd ? calloc((size_t)SUBS * QL_HIST_BINS, sizeof *sub) : NULL;
+    if (!sub) {
+        hist_add_general(h, x, n);
+        return;
+    }
+    double a = fmax(fabs((double)mn), fabs((double)mx));
+    if (a > h->range)
+        hist_grow(h, a); /* moves the values at the old edge (at_range) too */
+    float rf = (float)h->range;
+    double inv = hist_inv_width(h->range);
+    uint64_t top = 0;
+    for (int64_t base = 0; base < n; base += CHUNK) {
+        int64_t end = n - base < CHUNK ? n : base + CHUNK;
+        int64_t i = base;
+        for (; i + SUBS <= end; i += SUBS)
+            for (int k = 0; k < SUBS; k++) {
+                float v = x[i + k];
+                sub[k * QL_HIST_BINS + hist_index(v * inv)]++;
+                top += v == rf && rf > 0;
+            }
+        for (; i < end; i++) {
+            float v = x[i];
+            sub[hist_index(v * inv)]++;
+            top += v == rf && rf > 0;
+        }
+        for (int j = 0; j < QL_HIST_BINS; j++) {
+            uint64_t c = 0;
+            for (int k = 0; k < SUBS; k++) {
+                c += sub[k * QL_HIST_BINS + j];
+                sub[k * QL_HIST_BINS + j] = 0;
+            }
+            h->counts[j] += c;
+        }
+    }
+    free(sub);
+    if (mn < h->min)
+        h->min = mn;
+    if (mx > h->max)
+        h->max = mx;
+    h->count += (uint64_t)n;
     h->at_range += top;
 }
 

@@ -367,13 +367,22 @@ static ql_status copy_tensor(ql_qtensor_cfg *dst, const ql_qtensor_cfg *src, ql_
     return QL_OK;
 }
 
+static bool same_act_algo(const ql_qnet *q, const ql_qconfig *a, const ql_qconfig *b, int v)
+{
+    int l = q->value_layer[v];
+    const char *name = l >= 0 ? q->layers[l].name : "";
+    ql_qsettings sa = ql_qconfig_layer_settings(a, name), sb = ql_qconfig_layer_settings(b, name);
+    return strcmp(sa.act_algo, sb.act_algo) == 0;
+}
+
 /* Computes every encoding c's settings call for into a fresh tensor list
  * and swaps it into c on success. Weight encodings of `keep` that still fit
  * the settings are copied instead of recomputed, except for layer `force`. */
 static ql_status encode_all(ql_model *m, const ql_qnet *q, ql_qconfig *c,
                             const ql_calib_stats *s, const ql_plugins *ps,
                             const ql_dataset *calib, const ql_calib_opts *o,
-                            const ql_qconfig *keep, int force, ql_error *err)
+                            const ql_qconfig *keep, const ql_qconfig *before, int force,
+                            ql_error *err)
 {
     const ql_graph *g = q->g;
     ql_calib_opts opts = {0};
@@ -390,9 +399,21 @@ static ql_status encode_all(ql_model *m, const ql_qnet *q, ql_qconfig *c,
     }
     ql_qconfig_clear_tensors(tmp);
     ql_qnet_act_bits(q, tmp, bits);
-    for (int v = 0; v < g->n_values; v++)
-        if (bits[v] && (st = ql_calib_encode_act(q, tmp, s, ps, v, bits[v], err)) != QL_OK)
+    for (int v = 0; v < g->n_values; v++) {
+        if (!bits[v])
+            continue;
+        /* an activation encoding whose bits and algorithm did not change
+         * since `before` is kept as it is */
+        const ql_qtensor_cfg *old = before ? ql_qconfig_find_tensor(keep, g->values[v].name) : NULL;
+        if (old && old->enc.spec.bits == bits[v] && same_act_algo(q, before, tmp, v)) {
+            ql_qtensor_cfg *t = ql_qconfig_tensor(tmp, g->values[v].name);
+            st = t ? copy_tensor(t, old, err) : ql_fail(err, QL_ERR_NOMEM, "out of memory");
+        } else {
+            st = ql_calib_encode_act(q, tmp, s, ps, v, bits[v], err);
+        }
+        if (st != QL_OK)
             goto cleanup;
+    }
     for (int i = 0; i < q->n_layers; i++) {
         const ql_qlayer *L = &q->layers[i];
         ql_qsettings set = ql_qconfig_layer_settings(tmp, L->name);
@@ -449,17 +470,18 @@ ql_status ql_calib_encode(ql_model *m, const ql_qnet *q, ql_qconfig *c, const ql
                           const ql_plugins *ps, const ql_dataset *calib,
                           const ql_calib_opts *o, ql_error *err)
 {
-    return encode_all(m, q, c, s, ps, calib, o, NULL, -1, err);
+    return encode_all(m, q, c, s, ps, calib, o, NULL, NULL, -1, err);
 }
 
 ql_status ql_calib_update(ql_model *m, const ql_qnet *q, ql_qconfig *c, const ql_calib_stats *s,
                           const ql_plugins *ps, const ql_dataset *calib,
-                          const ql_calib_opts *o, int force_layer, ql_error *err)
+                          const ql_calib_opts *o, const ql_qconfig *before, int force_layer,
+                          ql_error *err)
 {
     ql_qconfig *keep = ql_qconfig_clone(c);
     if (!keep)
         return ql_fail(err, QL_ERR_NOMEM, "out of memory");
-    ql_status st = encode_all(m, q, c, s, ps, calib, o, keep, force_layer, err);
+    ql_status st = encode_all(m, q, c, s, ps, calib, o, keep, before, force_layer, err);
     ql_qconfig_free(keep);
     return st;
 }

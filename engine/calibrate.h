@@ -48,15 +48,18 @@ ql_status ql_calib_encode(ql_model *m, const ql_qnet *q, ql_qconfig *c, const ql
                           const ql_calib_opts *o, ql_error *err);
 
 /* Brings c's encodings in line with its settings after a change, without
- * touching data where possible: activation encodings are recomputed from s
- * (milliseconds), weight encodings that still fit the layer's bits and
+ * touching data where possible. `before` (may be NULL) holds the settings
+ * c's encodings were made for: an activation encoding whose bits and
+ * algorithm are unchanged since then is kept bit for bit, the others are
+ * recomputed from s (milliseconds each); weight encodings that still fit the layer's bits and
  * per-channel setting are kept bit for bit (other ones, and those of
  * force_layer if >= 0, are recomputed with the layer's weight algorithm,
  * drawing on calib for rounding algorithms), bias encodings follow their
  * inputs, and entries no longer needed are dropped. */
 ql_status ql_calib_update(ql_model *m, const ql_qnet *q, ql_qconfig *c, const ql_calib_stats *s,
                           const ql_plugins *ps, const ql_dataset *calib,
-                          const ql_calib_opts *o, int force_layer, ql_error *err);
+                          const ql_calib_opts *o, const ql_qconfig *before, int force_layer,
+                          ql_error *err);
 
 /* Re-encodes only the activation quantizer of one value (after a change of
  * its layer's algorithm or precision): no data, no weights. */
