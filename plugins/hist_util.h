@@ -166,34 +166,4 @@ __attribute__((unused)) static inline double hu_fq(const hu_grid *g, double x)
     return (q - g->zp) * g->s;
 }
 
-/* E(x) = integral from 0 to x of (u - fq(u))^2 du for the grid g (s > 0):
- * the rounding error is a sawtooth of period s, whose squared integral has
- * the closed form s^3 * H(u/s), H(y) = r/12 + (v^3 + 1/8)/3 with r the
- * nearest integer to y and v = y - r; beyond the outermost levels (past
- * half a step) values clip and the error is (u - T)^2. Lets a histogram bin
- * be charged the mean error of values spread evenly over it, not the error
- * at its centre, which aliases when the step is a near-multiple of the bin. */
-static inline double hu_saw(double y)
-{
-    double r = (y + 6755399441055744.0) - 6755399441055744.0; /* half to even, |y| < 2^51 */
-    double v = y - r;
-    return r / 12 + (v * v * v + 0.125) / 3;
-}
-
-__attribute__((unused)) static inline double hu_cum_err(const hu_grid *g, double x)
-{
-    double s = g->s, s3 = s * s * s, h0 = hu_saw(0);
-    double plo = (g->qmin - g->zp - 0.5) * s, tlo = (g->qmin - g->zp) * s;
-    double phi = (g->qmax - g->zp + 0.5) * s, thi = (g->qmax - g->zp) * s;
-    if (x > phi) {
-        double a = x - thi, b = phi - thi;
-        return s3 * (hu_saw(phi / s) - h0) + (a * a * a - b * b * b) / 3;
-    }
-    if (x < plo) {
-        double a = x - tlo, b = plo - tlo;
-        return s3 * (hu_saw(plo / s) - h0) + (a * a * a - b * b * b) / 3;
-    }
-    return s3 * (hu_saw(x / s) - h0);
-}
-
 #endif

@@ -54,7 +54,7 @@ typedef struct qlp_params {
 /* The integer grid: values are q in [qmin, qmax]; real = scale * (q - zero_point). */
 typedef struct qlp_format {
     int bits;      /* 4..16 */
-    int is_signed; /* q range [-2^(b-1), 2^(b-1)-1] or [0, 2^b-1] */
+    int is_signed; /* [-2^(b-1), 2^(b-1)-1] (symmetric: [-(2^(b-1)-1), 2^(b-1)-1]) or [0, 2^b-1] */
     int symmetric; /* zero_point fixed at 0 (signed) or 2^(b-1) (unsigned) */
     int64_t qmin, qmax;
 } qlp_format;
