@@ -3,6 +3,9 @@
  * the two side by side. */
 #include <stdio.h>
 #include <stdlib.h>
+#ifdef __GLIBC__ /* defined by stdio.h */
+#include <malloc.h>
+#endif
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
@@ -28,6 +31,15 @@ int main(int argc, char **argv)
 {
     const char *model = NULL, *input = NULL;
     int threads = 1, warmup = 3, iters = 10;
+#ifdef __GLIBC__
+    /* Keep freed activation buffers in the heap for the next run, as ORT's
+     * arena does: by default glibc maps every block over 128 KiB afresh and
+     * unmaps it on free, so each inference pays page faults and zeroing for
+     * all its activations (up to 1.8x the time on mobilenet_v2 at batch 32).
+     * An application embedding the engine makes the same choice. */
+    mallopt(M_MMAP_THRESHOLD, 1 << 30);
+    mallopt(M_TRIM_THRESHOLD, 1 << 30);
+#endif
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc)
             threads = atoi(argv[++i]);

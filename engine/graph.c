@@ -391,7 +391,8 @@ ql_status ql_graph_toposort(ql_graph *g, ql_error *err)
     free(placed);
     for (int i = 0; i < nn; i++)
         sorted[i] = g->nodes[order[i]];
-    memcpy(g->nodes, sorted, (size_t)nn * sizeof *sorted);
+    if (nn > 0) /* g->nodes may be NULL in a graph without nodes */
+        memcpy(g->nodes, sorted, (size_t)nn * sizeof *sorted);
     ql_graph_link(g);
 cleanup:
     free(order);
@@ -473,6 +474,36 @@ void ql_graph_compact(ql_graph *g)
 /* ---------------------------------------------------------------------------
  * ops: binding, shapes, preparation
  * ------------------------------------------------------------------------- */
+/* Checks a bound node's input and output counts against its op's row, so
+ * that no op ever reads a required slot that is absent. */
+static ql_status check_arity(const ql_node *n, ql_error *err)
+{
+    const ql_op_def *def = ql_op_get(n->op);
+    const char *what[2] = {"input", "output"};
+    const int cnt[2] = {n->n_in, n->n_out}, lo[2] = {def->min_in, def->min_out},
+              hi[2] = {def->max_in, def->max_out};
+    const int *ids[2] = {n->in, n->out};
+    for (int k = 0; k < 2; k++) {
+        if (cnt[k] < lo[k] || (hi[k] != QL_IO_ANY && cnt[k] > hi[k])) {
+            char range[48];
+            if (hi[k] == QL_IO_ANY)
+                snprintf(range, sizeof range, "at least %d", lo[k]);
+            else if (lo[k] == hi[k])
+                snprintf(range, sizeof range, "%d", lo[k]);
+            else
+                snprintf(range, sizeof range, "%d to %d", lo[k], hi[k]);
+            return ql_fail(err, QL_ERR_FORMAT, "node '%s' (%s) has %d %s%s; the op takes %s",
+                           node_label(n), n->op_type, cnt[k], what[k], cnt[k] == 1 ? "" : "s",
+                           range);
+        }
+        for (int j = 0; j < lo[k]; j++)
+            if (ids[k][j] < 0)
+                return ql_fail(err, QL_ERR_FORMAT, "node '%s' (%s): required %s %d is empty",
+                               node_label(n), n->op_type, what[k], j);
+    }
+    return QL_OK;
+}
+
 ql_status ql_graph_bind_ops(ql_graph *g, ql_error *err)
 {
     /* collect unsupported op types, each with its node names */
@@ -522,6 +553,11 @@ ql_status ql_graph_bind_ops(ql_graph *g, ql_error *err)
     if (n_bad)
         return ql_fail(err, QL_ERR_UNSUPPORTED, "%d unsupported op%s (opset %lld): %s", n_bad,
                        n_bad == 1 ? "" : "s", (long long)g->opset, msg);
+    for (int i = 0; i < g->n_nodes; i++) {
+        ql_status st = check_arity(&g->nodes[i], err);
+        if (st != QL_OK)
+            return st;
+    }
     return QL_OK;
 }
 

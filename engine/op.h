@@ -98,7 +98,17 @@ typedef struct ql_op_def {
     ql_run_fn run_int;     /* integer execution; NULL until the integer simulator */
     ql_release_fn release; /* optional: frees n->state */
     bool fuses_clamp;      /* run_f32 honours the context's post-op clamp */
+    /* Input and output counts over all supported opsets, checked for every
+     * node by ql_graph_bind_ops; the first min_in inputs (and min_out
+     * outputs) must be present, not empty names. A max of QL_IO_ANY means
+     * variadic. Every row sets them (QL_IO below). */
+    int min_in, max_in, min_out, max_out;
 } ql_op_def;
+
+#define QL_IO_ANY (-1)
+/* Designated initialisers for the count fields of a row. */
+#define QL_IO(min_in_, max_in_, min_out_, max_out_) \
+    .min_in = (min_in_), .max_in = (max_in_), .min_out = (min_out_), .max_out = (max_out_)
 
 /* Each family file defines `const ql_op_def ql_op_def_<ENUM>` for its rows. */
 #define QL_OP_DECL_(e, name, since) extern const ql_op_def ql_op_def_##e;

@@ -4,24 +4,39 @@
 #include "pool.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "tensor.h"
 
+/* Workers and the caller spin briefly before sleeping on a condition
+ * variable: the ops of one inference follow each other closely, and a futex
+ * wake-up per op costs more than many small ops take. The spin is adaptive
+ * (as glibc's adaptive mutexes): a wait that ends while spinning doubles the
+ * budget, one that has to sleep halves it, so on a machine busy with other
+ * work (where spinning only steals time from the thread waited for) the
+ * pool soon just sleeps. It never yields: a sched_yield() with other
+ * processes runnable gives away the rest of the time slice. */
+#define SPIN_MAX 4096 /* checks, each after a few pauses: some tens of microseconds */
+#define SPIN_MIN 16
+
 struct ql_pool {
     int n_threads;
     pthread_t *threads;
     pthread_mutex_t mu;
     pthread_cond_t start_cv, done_cv;
-    unsigned long generation; /* bumped for every loop */
-    int pending;              /* chunks not finished */
+    atomic_ulong generation; /* bumped for every loop (release: the task below is set) */
+    atomic_int pending;      /* workers not done with the current loop */
+    atomic_int sleepers;     /* workers asleep, or about to be, on start_cv */
+    atomic_int caller_sleeps;/* the caller is asleep, or about to be, on done_cv */
+    atomic_int quit;
+    atomic_int spin;         /* current spin budget, in checks */
     int n_chunks;
     int64_t n;
     ql_range_fn fn;
     void *arg;
-    int quit;
 };
 
 typedef struct {
@@ -35,11 +50,53 @@ int ql_default_threads(void)
     return n > 0 ? (int)n : 1;
 }
 
+static inline void spin_pause(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    for (int k = 0; k < 4; k++)
+        __builtin_ia32_pause();
+#endif
+}
+
+/* Adapts the shared spin budget after a wait (a heuristic only: relaxed). */
+static void spin_adapt(ql_pool *p, int spun_ok)
+{
+    int b = atomic_load_explicit(&p->spin, memory_order_relaxed);
+    b = spun_ok ? (b < SPIN_MAX / 2 ? b * 2 : SPIN_MAX) : (b > 2 * SPIN_MIN ? b / 2 : SPIN_MIN);
+    atomic_store_explicit(&p->spin, b, memory_order_relaxed);
+}
+
 static void run_chunk(ql_pool *p, int k)
 {
     int64_t begin = p->n * k / p->n_chunks, end = p->n * (k + 1) / p->n_chunks;
     if (begin < end)
         p->fn(p->arg, begin, end, k);
+}
+
+/* Waits for a generation other than `seen` (or quit); returns it. The
+ * sleepers count and the generation are both seq_cst, so either the
+ * dispatcher sees this worker's count and wakes it, or the worker sees the
+ * new generation before it sleeps. */
+static unsigned long wait_work(ql_pool *p, unsigned long seen)
+{
+    int budget = atomic_load_explicit(&p->spin, memory_order_relaxed);
+    for (int i = 0; i < budget; i++) {
+        unsigned long g = atomic_load_explicit(&p->generation, memory_order_acquire);
+        if (g != seen || atomic_load_explicit(&p->quit, memory_order_relaxed)) {
+            spin_adapt(p, 1);
+            return g;
+        }
+        spin_pause();
+    }
+    spin_adapt(p, 0);
+    pthread_mutex_lock(&p->mu);
+    atomic_fetch_add(&p->sleepers, 1);
+    unsigned long g;
+    while ((g = atomic_load(&p->generation)) == seen && !atomic_load(&p->quit))
+        pthread_cond_wait(&p->start_cv, &p->mu);
+    atomic_fetch_sub(&p->sleepers, 1);
+    pthread_mutex_unlock(&p->mu);
+    return g;
 }
 
 static void *worker(void *varg)
@@ -49,22 +106,20 @@ static void *worker(void *varg)
     int tid = wa->tid;
     free(wa);
     unsigned long seen = 0;
-    pthread_mutex_lock(&p->mu);
     for (;;) {
-        while (!p->quit && p->generation == seen)
-            pthread_cond_wait(&p->start_cv, &p->mu);
-        if (p->quit)
+        seen = wait_work(p, seen);
+        if (atomic_load(&p->quit))
             break;
-        seen = p->generation;
-        if (tid < p->n_chunks) {
-            pthread_mutex_unlock(&p->mu);
+        /* every worker checks in, even without a chunk, so that no worker
+         * can still be reading this task when the next one is written */
+        if (tid < p->n_chunks)
             run_chunk(p, tid);
+        if (atomic_fetch_sub(&p->pending, 1) == 1 && atomic_load(&p->caller_sleeps)) {
             pthread_mutex_lock(&p->mu);
-            if (--p->pending == 0)
-                pthread_cond_signal(&p->done_cv);
+            pthread_cond_signal(&p->done_cv);
+            pthread_mutex_unlock(&p->mu);
         }
     }
-    pthread_mutex_unlock(&p->mu);
     return NULL;
 }
 
@@ -77,6 +132,12 @@ ql_pool *ql_pool_new(int n_threads)
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->start_cv, NULL);
     pthread_cond_init(&p->done_cv, NULL);
+    atomic_init(&p->generation, 0);
+    atomic_init(&p->pending, 0);
+    atomic_init(&p->sleepers, 0);
+    atomic_init(&p->caller_sleeps, 0);
+    atomic_init(&p->quit, 0);
+    atomic_init(&p->spin, SPIN_MIN);
     p->threads = calloc((size_t)p->n_threads, sizeof *p->threads);
     if (!p->threads) {
         free(p);
@@ -102,7 +163,7 @@ void ql_pool_free(ql_pool *p)
     if (!p)
         return;
     pthread_mutex_lock(&p->mu);
-    p->quit = 1;
+    atomic_store(&p->quit, 1);
     pthread_cond_broadcast(&p->start_cv);
     pthread_mutex_unlock(&p->mu);
     for (int i = 1; i < p->n_threads; i++)
@@ -131,19 +192,33 @@ void ql_parallel_for(ql_exec_ctx *ctx, int64_t n, int64_t grain, ql_range_fn fn,
         fn(arg, 0, n, 0);
         return;
     }
-    pthread_mutex_lock(&p->mu);
+    /* the task is published by the generation's release store */
     p->fn = fn;
     p->arg = arg;
     p->n = n;
     p->n_chunks = chunks;
-    p->pending = chunks - 1;
-    p->generation++;
-    pthread_cond_broadcast(&p->start_cv);
-    pthread_mutex_unlock(&p->mu);
+    atomic_store_explicit(&p->pending, p->n_threads - 1, memory_order_relaxed);
+    atomic_fetch_add(&p->generation, 1);
+    if (atomic_load(&p->sleepers)) {
+        pthread_mutex_lock(&p->mu);
+        pthread_cond_broadcast(&p->start_cv);
+        pthread_mutex_unlock(&p->mu);
+    }
     run_chunk(p, 0);
+    int budget = atomic_load_explicit(&p->spin, memory_order_relaxed);
+    for (int i = 0; i < budget; i++) {
+        if (atomic_load_explicit(&p->pending, memory_order_acquire) == 0) {
+            spin_adapt(p, 1);
+            return;
+        }
+        spin_pause();
+    }
+    spin_adapt(p, 0);
     pthread_mutex_lock(&p->mu);
-    while (p->pending > 0)
+    atomic_store(&p->caller_sleeps, 1);
+    while (atomic_load(&p->pending) > 0)
         pthread_cond_wait(&p->done_cv, &p->mu);
+    atomic_store(&p->caller_sleeps, 0);
     pthread_mutex_unlock(&p->mu);
 }
 

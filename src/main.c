@@ -1,5 +1,8 @@
 /* qlens: entry point and subcommand dispatch (GNU conventions). */
 #include <getopt.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,7 +19,12 @@ typedef struct subcommand {
 
 static const subcommand subcommands[] = {
     {"info", cmd_info, "show a model's inputs, outputs and layers"},
-    {"eval", cmd_eval, "run the float model on data; accuracy and throughput"},
+    {"eval", cmd_eval, "run the model on data; accuracy, throughput, float vs quantized"},
+    {"calibrate", cmd_calibrate, "collect statistics and write a quant config"},
+    {"sensitivity", cmd_sensitivity, "per-layer sensitivity of a quantized model, worst first"},
+    {"autoprec", cmd_autoprec, "raise sensitive layers to int16/float until a target holds"},
+    {"plugins", cmd_plugins, "list calibration plugins, and why any were refused"},
+    {"run", cmd_run, "run a script of session commands headless (qlens-script(5))"},
 };
 
 static void usage(FILE *f)
@@ -54,6 +62,14 @@ int cli_parse_int(const char *cmd, const char *opt, const char *s, long min, lon
 
 int main(int argc, char **argv)
 {
+#ifdef __GLIBC__
+    /* Keep freed activation buffers in the heap for the next batch, as ONNX
+     * Runtime's arena does: by default glibc maps every block over 128 KiB
+     * afresh and unmaps it on free, so each run would pay page faults and
+     * zeroing for all its activations. bench/qlens-bench does the same. */
+    mallopt(M_MMAP_THRESHOLD, 1 << 30);
+    mallopt(M_TRIM_THRESHOLD, 1 << 30);
+#endif
     if (argc < 2) {
         usage(stderr);
         return 2;

@@ -84,7 +84,10 @@ expect_fail "missing data" "no-such-file" \
     "$QLENS" calibrate "$model" --data "$tmp/no-such-file.npy" -o "$tmp/keep.json"
 cmp -s "$tmp/kl.json" "$tmp/keep.json" && ok "failed runs leave the config untouched" ||
     ko "failed runs leave the config untouched"
-sed 's/"fingerprint": "\(.\)/"fingerprint": "f/' "$tmp/kl.json" | sed 's/"fingerprint": "ff/"fingerprint": "fe/' >"$tmp/other.json"
+# the same config with the first hex digit of the fingerprint changed
+sed -E 's/"fingerprint": "0/"fingerprint": "X/; s/"fingerprint": "[1-9a-f]/"fingerprint": "0/; s/"fingerprint": "X/"fingerprint": "1/' \
+    "$tmp/kl.json" >"$tmp/other.json"
+cmp -s "$tmp/kl.json" "$tmp/other.json" && ko "test set-up: fingerprint not changed"
 expect_fail "config of another model" "another model" \
     "$QLENS" eval "$model" --data "$ex/eval.npy" --config "$tmp/other.json"
 sed 's/"defaults": {/"defaults": {"bogus": 1, /' "$tmp/kl.json" >"$tmp/bogus.json"

@@ -815,6 +815,100 @@ static void test_invalid_graphs(void **state)
     mb_free(b);
 }
 
+/* Input and output counts are checked against the op table for every node
+ * before any op function runs (a fuzzer found ops reading absent inputs). */
+static void test_node_arity(void **state)
+{
+    (void)state;
+    ql_error err;
+    int64_t w4[4] = {1, 1, 1, 1};
+    float one = 1.0f;
+
+    for (int op = 0; op < QL_OP_COUNT; op++) { /* every row sets sane counts */
+        const ql_op_def *d = ql_op_get(op);
+        assert_true(d->min_in >= 0 && d->min_out >= 1);
+        assert_true(d->max_in == QL_IO_ANY || d->max_in >= d->min_in);
+        assert_true(d->max_out == QL_IO_ANY || d->max_out >= d->min_out);
+    }
+
+    mb *b = tiny_model(); /* Conv without its weights */
+    mb_node(b, "Conv", "conv", "y", "z");
+    mb_output(b, "z");
+    assert_int_equal(load_fail(b, &err), QL_ERR_FORMAT);
+    assert_string_equal(err.msg, "model.onnx: node 'conv' (Conv) has 1 input; the op takes 2 to 3");
+    mb_free(b);
+
+    b = tiny_model(); /* a required input given as "" */
+    mb_init_f32(b, "w", 4, w4, &one);
+    mb_node(b, "Conv", "conv", ",w", "z");
+    mb_output(b, "z");
+    assert_int_equal(load_fail(b, &err), QL_ERR_FORMAT);
+    assert_string_equal(err.msg, "model.onnx: node 'conv' (Conv): required input 0 is empty");
+    mb_free(b);
+
+    b = tiny_model(); /* too many inputs */
+    mb_node(b, "Add", "add", "y,y,y", "z");
+    mb_output(b, "z");
+    assert_int_equal(load_fail(b, &err), QL_ERR_FORMAT);
+    assert_string_equal(err.msg, "model.onnx: node 'add' (Add) has 3 inputs; the op takes 2");
+    mb_free(b);
+
+    b = tiny_model(); /* no input at all, and outputs */
+    mb_node(b, "Relu", "r0", "", "z");
+    mb_output(b, "z");
+    assert_int_equal(load_fail(b, &err), QL_ERR_FORMAT);
+    assert_string_equal(err.msg, "model.onnx: node 'r0' (Relu) has 0 inputs; the op takes 1");
+    mb_free(b);
+    b = tiny_model();
+    mb_node(b, "Relu", "r2", "y", "z,z2");
+    mb_output(b, "z");
+    assert_int_equal(load_fail(b, &err), QL_ERR_FORMAT);
+    assert_string_equal(err.msg, "model.onnx: node 'r2' (Relu) has 2 outputs; the op takes 1");
+    mb_free(b);
+
+    b = tiny_model(); /* variadic: Concat of one input is fine */
+    mb_node(b, "Concat", "cat", "y", "z");
+    mb_attr_i(b, b->nodes[1], "axis", 1);
+    mb_output(b, "z");
+    ql_model *m = load_ok(b, false);
+    ql_model_free(m);
+    mb_free(b);
+}
+
+/* Inputs a fuzzer (libFuzzer on ql_model_load_buffer, ASan + UBSan) found
+ * to crash or to hit undefined behaviour, rebuilt here by hand. */
+static void test_fuzz_regressions(void **state)
+{
+    (void)state;
+    ql_error err;
+    int64_t d[2] = {1, 2}, d2[1] = {2};
+
+    /* Reshape to a shape whose element count overflows int64 */
+    mb *b = mb_new(6);
+    mb_input(b, "x", 2, d);
+    int64_t huge[2] = {262401, INT64_C(4611686018427387906)};
+    mb_init_i64(b, "shape", 1, d2, huge);
+    mb_node(b, "Reshape", "rs", "x,shape", "y");
+    mb_output(b, "y");
+    assert_int_equal(load_fail(b, &err), QL_ERR_SHAPE);
+    assert_non_null(strstr(err.msg, "node 'rs' (Reshape): the shape has more elements than an "
+                                    "int64 can count"));
+    mb_free(b);
+
+    /* a graph whose only node is a Constant: no nodes remain to sort */
+    b = mb_new(13);
+    mb_input(b, "x", 2, d);
+    float cv[2] = {1.5f, -2.0f};
+    Onnx__NodeProto *n = mb_node(b, "Constant", "c", "", "y");
+    mb_attr(b, n, "value", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__TENSOR)->t =
+        mb_tensor(b, "", 1, 1, d2, cv, ENC_TYPED);
+    mb_output(b, "y");
+    ql_model *m = load_ok(b, false);
+    assert_int_equal(m->graph->n_nodes, 0);
+    ql_model_free(m);
+    mb_free(b);
+}
+
 static void write_file(const char *path, const void *data, size_t len)
 {
     FILE *f = fopen(path, "wb");
@@ -1078,6 +1172,19 @@ static void test_bn_kept_when_not_foldable(void **state)
     mb_output(b, "y");
     m = check_passes_keep_results(b, x, 1e-6f, 1e-6f);
     assert_ops(m, "Relu BatchNormalization");
+    ql_model_free(m);
+    mb_free(b);
+
+    /* a training-mode BatchNorm normalises with the batch's own statistics */
+    b = mb_new(15);
+    mb_input(b, "x", 4, xd);
+    rand_init(b, &r, "w", 4, wd, -1, 1);
+    mb_node(b, "Conv", "conv", "x,w", "c");
+    add_bn(b, &r, 3, "c", "y");
+    mb_attr_i(b, b->nodes[1], "training_mode", 1);
+    mb_output(b, "y");
+    m = check_passes_keep_results(b, x, 1e-6f, 1e-6f);
+    assert_ops(m, "Conv BatchNormalization");
     ql_model_free(m);
     mb_free(b);
     ql_tensor_free(x);
@@ -1460,6 +1567,8 @@ int main(void)
         cmocka_unit_test(test_unsupported_ops_listed),
         cmocka_unit_test(test_opset_and_attribute_limits),
         cmocka_unit_test(test_invalid_graphs),
+        cmocka_unit_test(test_node_arity),
+        cmocka_unit_test(test_fuzz_regressions),
         cmocka_unit_test(test_external_data),
         cmocka_unit_test(test_fold_bn_conv),
         cmocka_unit_test(test_fold_bn_conv_transpose),

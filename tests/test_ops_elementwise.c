@@ -1,6 +1,6 @@
 /* Unit tests: Add/Sub/Mul/Div/PRelu broadcasting (f32 and integers, and
  * the forms before opset 7), the activations, Clip and Softmax across
- * opsets, BatchNormalization,
+ * opsets, BatchNormalization (inference and training mode),
  * ReduceMean, and Relu/Clip fused into a producer by the executor, against
  * naive references written here. Every run goes through the real pipeline
  * with 1 and with 2 threads, whose outputs must be bit-identical.
@@ -652,6 +652,86 @@ static void test_batchnorm(void **state)
     }
 }
 
+/* Training mode (opset 14/15): batch mean and population variance over all
+ * axes but 1, Y normalised with them, running statistics blended with
+ * momentum. Reference in double; Y rtol 1e-5 atol 1e-5 as above, the
+ * statistics rtol 1e-6 atol 1e-6 (one rounding to f32 of a double sum). */
+static void test_batchnorm_training(void **state)
+{
+    (void)state;
+    static const struct {
+        int ndim;
+        int64_t d[5];
+    } shapes[] = {{4, {3, 5, 7, 3}}, {2, {9, 4}}, {3, {2, 6, 11}}, {4, {2, 3, 70, 90}}};
+    tu_rng r = {77};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int64_t c = shapes[s].d[1], N = shapes[s].d[0];
+        ql_tensor *x = tu_rand(&r, shapes[s].ndim, shapes[s].d, -2, 3),
+                  *sc = tu_rand(&r, 1, &c, 0.5f, 2), *b = tu_rand(&r, 1, &c, -1, 1),
+                  *mu = tu_rand(&r, 1, &c, -1, 1), *var = tu_rand(&r, 1, &c, 0.1f, 2);
+        /* a channel offset so that the mean matters */
+        int64_t n = ql_tensor_numel(x), plane = n / (N * c);
+        for (int64_t e = 0; e < n; e++)
+            F(x)[e] += (float)(e / plane % c);
+        const ql_tensor *in[5] = {x, sc, b, mu, var};
+        int cst[5] = {0, 1, 1, 1, 1};
+        double *want = malloc((size_t)n * sizeof *want), *bm = calloc((size_t)c, sizeof *bm),
+               *bv = calloc((size_t)c, sizeof *bv);
+        for (int64_t e = 0; e < n; e++)
+            bm[e / plane % c] += F(x)[e];
+        for (int64_t k = 0; k < c; k++)
+            bm[k] /= (double)(N * plane);
+        for (int64_t e = 0; e < n; e++) {
+            double dv = F(x)[e] - bm[e / plane % c];
+            bv[e / plane % c] += dv * dv;
+        }
+        for (int64_t k = 0; k < c; k++)
+            bv[k] /= (double)(N * plane);
+        for (int o = 0; o < 2; o++) {
+            int opset = o ? 15 : 14, n_out = s == 1 ? 1 : 3;
+            float eps = o ? 1e-2f : 1e-5f, mom = o ? 0.6f : 0.9f;
+            ql_tensor *outs[2][3] = {{NULL}};
+            for (int th = 0; th < 2; th++) {
+                tu_node t = tu_node_new("BatchNormalization", opset, 5, in, cst, n_out);
+                tu_attr_int(&t, "training_mode", 1);
+                if (o) {
+                    tu_attr_float(&t, "epsilon", eps);
+                    tu_attr_float(&t, "momentum", mom);
+                }
+                ql_error err = {{0}};
+                if (tu_node_run(&t, in, 5, th + 1, outs[th], &err) != QL_OK)
+                    fail_msg("run: %s", err.msg);
+                tu_node_free(&t);
+            }
+            for (int j = 0; j < n_out; j++)
+                assert_memory_equal(outs[0][j]->data, outs[1][j]->data,
+                                    ql_tensor_nbytes(outs[0][j]));
+            for (int64_t e = 0; e < n; e++) {
+                int64_t ch = e / plane % c;
+                want[e] = (F(x)[e] - bm[ch]) / sqrt(bv[ch] + eps) * F(sc)[ch] + F(b)[ch];
+            }
+            expect_close("BatchNormalization training Y", F(outs[0][0]), want, n, 1e-5, 1e-5);
+            if (n_out == 3) {
+                for (int64_t k = 0; k < c; k++)
+                    want[k] = F(mu)[k] * (double)mom + bm[k] * (1.0 - (double)mom);
+                expect_close("running_mean", F(outs[0][1]), want, c, 1e-6, 1e-6);
+                for (int64_t k = 0; k < c; k++)
+                    want[k] = F(var)[k] * (double)mom + bv[k] * (1.0 - (double)mom);
+                expect_close("running_var", F(outs[0][2]), want, c, 1e-6, 1e-6);
+            }
+            for (int th = 0; th < 2; th++)
+                for (int j = 0; j < n_out; j++)
+                    ql_tensor_free(outs[th][j]);
+        }
+        free(want);
+        free(bm);
+        free(bv);
+        ql_tensor *ts[] = {x, sc, b, mu, var};
+        for (int i = 0; i < 5; i++)
+            ql_tensor_free(ts[i]);
+    }
+}
+
 static void test_batchnorm_errors(void **state)
 {
     (void)state;
@@ -660,12 +740,12 @@ static void test_batchnorm_errors(void **state)
               *q = ql_tensor_new(QL_F32, 1, &c4);
     const ql_tensor *in[5] = {x, p, p, p, p};
     int cst[5] = {0, 1, 1, 1, 1};
-    tu_node t = tu_node_new("BatchNormalization", 15, 5, in, cst, 1);
-    tu_attr_int(&t, "training_mode", 1);
-    run_fails(&t, in, 5, QL_ERR_UNSUPPORTED, "training_mode=1 is not supported");
+    tu_node t = tu_node_new("BatchNormalization", 15, 5, in, cst, 3); /* running mean/var outputs */
+    run_fails(&t, in, 5, QL_ERR_UNSUPPORTED, "statistics outputs need training_mode=1");
     tu_node_free(&t);
-    t = tu_node_new("BatchNormalization", 15, 5, in, cst, 3); /* running mean/var outputs */
-    run_fails(&t, in, 5, QL_ERR_UNSUPPORTED, "training outputs");
+    t = tu_node_new("BatchNormalization", 15, 5, in, cst, 4);
+    tu_attr_int(&t, "training_mode", 1);
+    run_fails(&t, in, 5, QL_ERR_ARG, "at most 3 outputs");
     tu_node_free(&t);
     t = tu_node_new("BatchNormalization", 6, 5, in, cst, 1); /* is_test defaults to 0 */
     run_fails(&t, in, 5, QL_ERR_UNSUPPORTED, "is_test=0 (training) is not supported");
@@ -928,6 +1008,7 @@ int main(void)
         cmocka_unit_test(test_activations),
         cmocka_unit_test(test_int_relu_clip),     cmocka_unit_test(test_clip_variants),
         cmocka_unit_test(test_softmax_opsets),    cmocka_unit_test(test_batchnorm),
+        cmocka_unit_test(test_batchnorm_training),
         cmocka_unit_test(test_batchnorm_errors),  cmocka_unit_test(test_reducemean),
         cmocka_unit_test(test_reducemean_opset18), cmocka_unit_test(test_fused_activation),
     };

@@ -13,7 +13,9 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <math.h>
+#include <time.h>
 
+#include "engine/pool.h"
 #include "testutil.h"
 
 /* ---------------------------------------------------------------------------
@@ -1471,6 +1473,63 @@ static void test_resize(void **state)
     ql_tensor_free(sc);
 }
 
+/* ---------------------------------------------------------------------------
+ * The parallel-for every kernel here runs on (engine/pool.c): chunk k of
+ * [0, n) is the k-th of equal contiguous parts and runs on thread k, every
+ * item exactly once, whatever mix of tiny and large loops (spinning and
+ * sleeping workers) and with more threads than chunks.
+ * ------------------------------------------------------------------------- */
+typedef struct pf_rec {
+    int64_t n;
+    int chunks;
+    int owner[600];
+    int count[600];
+} pf_rec;
+
+static void pf_fn(void *arg, int64_t begin, int64_t end, int tid)
+{
+    pf_rec *r = arg;
+    for (int64_t i = begin; i < end; i++) {
+        r->owner[i] = tid;
+        r->count[i]++;
+    }
+}
+
+static void test_parallel_for(void **state)
+{
+    (void)state;
+    for (int threads = 1; threads <= 5; threads += 2) {
+        ql_pool *pool = ql_pool_new(threads);
+        assert_non_null(pool);
+        ql_exec_ctx ctx;
+        ql_ctx_init(&ctx, pool);
+        tu_rng rng = {threads};
+        pf_rec r;
+        for (int it = 0; it < 3000; it++) {
+            memset(&r, 0, sizeof r);
+            r.n = 1 + tu_next(&rng) % 600;
+            int64_t grain = 1 + tu_next(&rng) % 300;
+            ql_parallel_for(&ctx, r.n, grain, pf_fn, &r);
+            int64_t chunks = (r.n + grain - 1) / grain;
+            if (chunks > ql_pool_threads(pool))
+                chunks = ql_pool_threads(pool);
+            for (int64_t i = 0; i < r.n; i++) {
+                assert_int_equal(r.count[i], 1);
+                int64_t k = 0; /* the chunk holding i: begin = n*k/chunks */
+                while (k + 1 < chunks && r.n * (k + 1) / chunks <= i)
+                    k++;
+                assert_int_equal(r.owner[i], k);
+            }
+            if (it % 500 == 499) { /* let the workers fall asleep now and then */
+                struct timespec ts = {0, 2000000};
+                nanosleep(&ts, NULL);
+            }
+        }
+        ql_ctx_destroy(&ctx);
+        ql_pool_free(pool);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1481,6 +1540,7 @@ int main(void)
         cmocka_unit_test(test_split),     cmocka_unit_test(test_slice),
         cmocka_unit_test(test_transpose), cmocka_unit_test(test_pad),
         cmocka_unit_test(test_gather),    cmocka_unit_test(test_resize),
+        cmocka_unit_test(test_parallel_for),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

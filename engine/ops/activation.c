@@ -349,21 +349,21 @@ static ql_status softmax_run(const ql_node *n, const ql_tensor *const *in, ql_te
     return QL_OK;
 }
 
-#define ACT_ROW(E, NAME, SINCE, DTYPES)                                                        \
+#define ACT_ROW(E, NAME, SINCE, DTYPES, MAX_IN)                                                \
     const ql_op_def ql_op_def_##E = {                                                          \
         .name = NAME, .since_version = SINCE, .in_dtypes = DTYPES, .infer = same_infer,        \
-        .run_f32 = act_run,                                                                    \
+        .run_f32 = act_run, QL_IO(1, MAX_IN, 1, 1),                                            \
     };
 /* opset 1 differs from 6 only by the ignored consumed_inputs attribute */
-ACT_ROW(RELU, "Relu", 1, QL_DT_NUMERIC)
-ACT_ROW(LEAKYRELU, "LeakyRelu", 1, 0)
-ACT_ROW(CLIP, "Clip", 1, QL_DT_NUMERIC)
-ACT_ROW(SIGMOID, "Sigmoid", 1, 0)
-ACT_ROW(HARDSIGMOID, "HardSigmoid", 1, 0)
-ACT_ROW(HARDSWISH, "HardSwish", 14, 0)
-ACT_ROW(TANH, "Tanh", 1, 0)
+ACT_ROW(RELU, "Relu", 1, QL_DT_NUMERIC, 1)
+ACT_ROW(LEAKYRELU, "LeakyRelu", 1, 0, 1)
+ACT_ROW(CLIP, "Clip", 1, QL_DT_NUMERIC, 3) /* min and max inputs from opset 11 */
+ACT_ROW(SIGMOID, "Sigmoid", 1, 0, 1)
+ACT_ROW(HARDSIGMOID, "HardSigmoid", 1, 0, 1)
+ACT_ROW(HARDSWISH, "HardSwish", 14, 0, 1)
+ACT_ROW(TANH, "Tanh", 1, 0, 1)
 
 const ql_op_def ql_op_def_SOFTMAX = {
     .name = "Softmax", .since_version = 1, .infer = softmax_infer, .prepare = softmax_prepare,
-    .run_f32 = softmax_run,
+    .run_f32 = softmax_run, QL_IO(1, 1, 1, 1),
 };

@@ -416,7 +416,7 @@ static ql_status binary_run(const ql_node *n, const ql_tensor *const *in, ql_ten
 #define BINARY_ROW(E, NAME, PREPARE)                                                           \
     const ql_op_def ql_op_def_##E = {                                                          \
         .name = NAME, .since_version = 1, .in_dtypes = QL_DT_NUMERIC, .infer = binary_infer,   \
-        .prepare = PREPARE, .run_f32 = binary_run, .fuses_clamp = true,                        \
+        .prepare = PREPARE, .run_f32 = binary_run, .fuses_clamp = true, QL_IO(2, 2, 1, 1),     \
     };
 BINARY_ROW(ADD, "Add", NULL)
 BINARY_ROW(SUB, "Sub", NULL)

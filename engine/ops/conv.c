@@ -1038,9 +1038,9 @@ static ql_status convt_run(const ql_node *n, const ql_tensor *const *in, ql_tens
 
 const ql_op_def ql_op_def_CONV = {
     .name = "Conv", .since_version = 1, .infer = conv_infer, .prepare = conv_prepare,
-    .run_f32 = conv_run, .release = conv_release, .fuses_clamp = true,
+    .run_f32 = conv_run, .release = conv_release, .fuses_clamp = true, QL_IO(2, 3, 1, 1),
 };
 const ql_op_def ql_op_def_CONV_TRANSPOSE = {
     .name = "ConvTranspose", .since_version = 1, .infer = conv_infer, .prepare = conv_prepare,
-    .run_f32 = convt_run,
+    .run_f32 = convt_run, QL_IO(2, 3, 1, 1),
 };

@@ -559,8 +559,9 @@ static ql_status matmul_run(const ql_node *n, const ql_tensor *const *in, ql_ten
 
 const ql_op_def ql_op_def_GEMM = {
     .name = "Gemm", .since_version = 1, .infer = gemm_infer, .run_f32 = gemm_run,
-    .fuses_clamp = true,
+    .fuses_clamp = true, QL_IO(2, 3, 1, 1), /* C optional from opset 11 */
 };
 const ql_op_def ql_op_def_MATMUL = {
     .name = "MatMul", .since_version = 1, .infer = matmul_infer, .run_f32 = matmul_run,
+    QL_IO(2, 2, 1, 1),
 };

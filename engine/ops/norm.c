@@ -1,6 +1,8 @@
-/* BatchNormalization (inference) and ReduceMean.
+/* BatchNormalization and ReduceMean.
  * BatchNormalization runs as y = x * s[c] + b[c] with s and b folded per
- * channel, and can take the executor's fused Relu/Clip. ReduceMean merges
+ * channel, and can take the executor's fused Relu/Clip; in training mode
+ * (opset 14+) the statistics are the batch's own, each channel's summed by
+ * one thread in a fixed order. ReduceMean merges
  * the input into alternating kept/reduced dims and sums contiguous runs;
  * each output is summed by one thread in a fixed order, so results do not
  * depend on the thread count. */
@@ -14,9 +16,10 @@
 #define NORM_GRAIN 32768 /* elements below which one thread does it all */
 
 /* ---------------------------------------------------------------------------
- * BatchNormalization, all opsets, in inference mode only: training mode
- * (training_mode=1 from opset 14, is_test=0 before opset 7, running or saved
- * statistics outputs) is refused, as is spatial=0 (opsets 7 and 8).
+ * BatchNormalization, all opsets. Training mode is the opset 14 form
+ * (training_mode=1: outputs Y, running_mean, running_var); the older
+ * training forms (is_test=0 before opset 7, saved mean/var outputs of
+ * opsets 6-13) are refused, as is spatial=0 (opsets 7 and 8).
  * ------------------------------------------------------------------------- */
 static ql_status bn_prepare(ql_graph *g, ql_node *n, ql_error *err)
 {
@@ -30,9 +33,7 @@ static ql_status bn_prepare(ql_graph *g, ql_node *n, ql_error *err)
 static ql_status bn_infer(const ql_node *n, const ql_tensor *const *in, ql_tensor *const *out,
                           ql_error *err)
 {
-    if (ql_attr_int(n, "training_mode", 0))
-        return ql_fail(err, QL_ERR_UNSUPPORTED,
-                       "training_mode=1 is not supported (inference only)");
+    int training = ql_attr_int(n, "training_mode", 0) != 0;
     if (!ql_attr_int(n, "is_test", 1))
         return ql_fail(err, QL_ERR_UNSUPPORTED,
                        "is_test=0 (training) is not supported (inference only)");
@@ -41,10 +42,12 @@ static ql_status bn_infer(const ql_node *n, const ql_tensor *const *in, ql_tenso
                        "spatial=0 (per-activation statistics) is not supported");
     if (n->n_in != 5)
         return ql_fail(err, QL_ERR_ARG, "needs X, scale, B, mean and var (has %d inputs)", n->n_in);
-    for (int j = 1; j < n->n_out; j++)
+    if (training && n->n_out > 3)
+        return ql_fail(err, QL_ERR_ARG, "training mode has at most 3 outputs (has %d)", n->n_out);
+    for (int j = 1; j < n->n_out && !training; j++)
         if (n->out[j] >= 0)
             return ql_fail(err, QL_ERR_UNSUPPORTED,
-                           "training outputs (running or saved mean/var) are not supported");
+                           "statistics outputs need training_mode=1 (opset 14 form)");
     static const char *const names[5] = {"X", "scale", "B", "mean", "var"};
     for (int j = 0; j < 5; j++) {
         if (!in[j])
@@ -74,6 +77,13 @@ static ql_status bn_infer(const ql_node *n, const ql_tensor *const *in, ql_tenso
     out[0]->ndim = x->ndim;
     if (x->ndim > 0)
         memcpy(out[0]->dims, x->dims, (size_t)x->ndim * sizeof *x->dims);
+    /* running mean and var, one per channel (sized even when absent: the
+     * executor allocates every output slot) */
+    for (int j = 1; j < n->n_out; j++) {
+        out[j]->dtype = QL_F32;
+        out[j]->ndim = 1;
+        out[j]->dims[0] = c;
+    }
     return QL_OK;
 }
 
@@ -119,6 +129,38 @@ static void bn_rows(void *arg, int64_t begin, int64_t end, int tid)
     }
 }
 
+/* Batch statistics of each channel over N and the spatial dims: the mean,
+ * then the population variance from the deviations (two passes, as the
+ * ONNX reference's x.var() does), both accumulated in double. */
+typedef struct bn_stats_job {
+    const float *x;
+    double *mean, *var;
+    int64_t N, C, size;
+} bn_stats_job;
+
+static void bn_stats(void *arg, int64_t begin, int64_t end, int tid)
+{
+    const bn_stats_job *j = arg;
+    (void)tid;
+    double cnt = (double)(j->N * j->size);
+    for (int64_t c = begin; c < end; c++) {
+        double s = 0.0, q = 0.0;
+        for (int64_t b = 0; b < j->N; b++) {
+            const float *x = j->x + (b * j->C + c) * j->size;
+            for (int64_t i = 0; i < j->size; i++)
+                s += x[i];
+        }
+        double m = s / cnt;
+        for (int64_t b = 0; b < j->N; b++) {
+            const float *x = j->x + (b * j->C + c) * j->size;
+            for (int64_t i = 0; i < j->size; i++)
+                q += (x[i] - m) * (x[i] - m);
+        }
+        j->mean[c] = m;
+        j->var[c] = q / cnt;
+    }
+}
+
 static ql_status bn_run(const ql_node *n, const ql_tensor *const *in, ql_tensor *const *out,
                         ql_exec_ctx *ctx, ql_error *err)
 {
@@ -131,21 +173,46 @@ static ql_status bn_run(const ql_node *n, const ql_tensor *const *in, ql_tensor 
         if (ql_tensor_numel(in[k]) != C)
             return ql_fail(err, QL_ERR_SHAPE, "input %d has %lld values for %lld channels", k,
                            (long long)ql_tensor_numel(in[k]), (long long)C);
-    if (planes == 0 || ql_tensor_numel(x) == 0)
+    int training = ql_attr_int(n, "training_mode", 0) != 0;
+    if (planes == 0 || ql_tensor_numel(x) == 0) {
+        /* statistics of an empty batch are NaN (as numpy's mean of nothing) */
+        for (int k = 1; training && k < 3 && k < n->n_out; k++)
+            for (int64_t c = 0; c < C; c++)
+                ((float *)out[k]->data)[c] = NAN;
         return QL_OK;
+    }
     float *sb = malloc((size_t)(2 * C) * sizeof *sb);
-    if (!sb)
+    double *st = training ? malloc((size_t)(2 * C) * sizeof *st) : NULL;
+    if (!sb || (training && !st)) {
+        free(sb);
         return ql_fail(err, QL_ERR_NOMEM, "out of memory");
+    }
     const float *scale = in[1]->data, *bias = in[2]->data, *mean = in[3]->data, *var = in[4]->data;
     double eps = ql_attr_float(n, "epsilon", 1e-5f);
+    int64_t size = ql_tensor_numel(x) / planes;
+    if (training) {
+        bn_stats_job sj = {.x = x->data, .mean = st, .var = st + C, .N = x->dims[0], .C = C,
+                           .size = size};
+        ql_parallel_for(ctx, C, NORM_GRAIN / (x->dims[0] * size) + 1, bn_stats, &sj);
+        /* running statistics: input * momentum + batch * (1 - momentum) */
+        double mom = ql_attr_float(n, "momentum", 0.9f);
+        for (int k = 1; k < 3 && k < n->n_out; k++) {
+            float *r = out[k]->data;
+            const float *prev = k == 1 ? mean : var;
+            for (int64_t c = 0; c < C; c++)
+                r[c] = (float)(prev[c] * mom + st[(k - 1) * C + c] * (1.0 - mom));
+        }
+    }
     for (int64_t c = 0; c < C; c++) {
         /* folded in double: y = (x - mean) / sqrt(var + eps) * scale + B */
-        double s = scale[c] / sqrt((double)var[c] + eps);
+        double m = training ? st[c] : mean[c], v = training ? st[C + c] : var[c];
+        double s = scale[c] / sqrt(v + eps);
         sb[c] = (float)s;
-        sb[C + c] = (float)(bias[c] - mean[c] * s);
+        sb[C + c] = (float)(bias[c] - m * s);
     }
+    free(st);
     bn_job j = {.x = x->data, .s = sb, .b = sb + C, .y = out[0]->data, .C = C,
-                .size = ql_tensor_numel(x) / planes, .lo = -INFINITY, .hi = INFINITY};
+                .size = size, .lo = -INFINITY, .hi = INFINITY};
     if (ctx && ctx->post_clamp) {
         j.lo = ctx->post_lo;
         j.hi = ctx->post_hi;
@@ -389,7 +456,9 @@ static ql_status reduce_run(const ql_node *n, const ql_tensor *const *in, ql_ten
 const ql_op_def ql_op_def_BATCHNORM = {
     .name = "BatchNormalization", .since_version = 1, .infer = bn_infer, .prepare = bn_prepare,
     .run_f32 = bn_run, .fuses_clamp = true,
+    QL_IO(5, 5, 1, 5), /* outputs: Y, then statistics in training mode */
 };
 const ql_op_def ql_op_def_REDUCEMEAN = {
     .name = "ReduceMean", .since_version = 1, .infer = reduce_infer, .run_f32 = reduce_run,
+    QL_IO(1, 2, 1, 1), /* axes input from opset 18 */
 };

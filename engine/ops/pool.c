@@ -391,14 +391,17 @@ static ql_status global_run(const ql_node *n, const ql_tensor *const *in, ql_ten
 
 const ql_op_def ql_op_def_MAXPOOL = {
     .name = "MaxPool", .since_version = 1, .in_dtypes = QL_DT_BIT(QL_F32) | QL_DT_BIT(QL_U8) | QL_DT_BIT(QL_I8),
-    .infer = pool_infer, .run_f32 = pool_run,
+    .infer = pool_infer, .run_f32 = pool_run, QL_IO(1, 1, 1, 2), /* Indices output */
 };
 const ql_op_def ql_op_def_AVERAGEPOOL = {
     .name = "AveragePool", .since_version = 1, .infer = pool_infer, .run_f32 = pool_run,
+    QL_IO(1, 1, 1, 1),
 };
 const ql_op_def ql_op_def_GLOBALAVERAGEPOOL = {
     .name = "GlobalAveragePool", .since_version = 1, .infer = global_infer, .run_f32 = global_run,
+    QL_IO(1, 1, 1, 1),
 };
 const ql_op_def ql_op_def_GLOBALMAXPOOL = {
     .name = "GlobalMaxPool", .since_version = 1, .infer = global_infer, .run_f32 = global_run,
+    QL_IO(1, 1, 1, 1),
 };

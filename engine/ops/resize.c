@@ -603,4 +603,5 @@ const ql_op_def ql_op_def_RESIZE = {
     .in_dtypes = QL_DT_ALL,
     .infer = resize_infer,
     .run_f32 = resize_run,
+    QL_IO(1, 4, 1, 1), /* X, scales (opset 10); X, roi, scales, sizes (11+) */
 };

@@ -135,15 +135,18 @@ static ql_status reshape_infer(const ql_node *n, const ql_tensor *const *in, ql_
      * input (they cancel): [?, 16, 16] to [0, -1] still gives [?, 256]. */
     int64_t xin = 1, yout = 1;
     int unknown = 0;
+    int big = 0;
     for (int i = 0; i < x->ndim; i++) {
         if (x->dims[i] < 0 && !(i < nd && copied[i]))
             unknown = 1;
         else if (x->dims[i] >= 0)
-            xin *= x->dims[i];
+            big |= __builtin_mul_overflow(xin, x->dims[i], &xin);
     }
     for (int i = 0; i < nd; i++)
         if (i != infer_at && y->dims[i] >= 0)
-            yout *= y->dims[i];
+            big |= __builtin_mul_overflow(yout, y->dims[i], &yout);
+    if (big)
+        return ql_fail(err, QL_ERR_SHAPE, "the shape has more elements than an int64 can count");
     if (unknown)
         return QL_OK; /* the -1 stays unknown until run time */
     char a[96], b[96];
@@ -522,15 +525,16 @@ static ql_status constant_run(const ql_node *n, const ql_tensor *const *in, ql_t
     return QL_OK;
 }
 
-#define SHAPE_ROW(E, NAME, SINCE, INFER, RUN)                                                     \
+#define SHAPE_ROW(E, NAME, SINCE, INFER, RUN, IO)                                                 \
     const ql_op_def ql_op_def_##E = {                                                             \
         .name = NAME, .since_version = SINCE, .in_dtypes = QL_DT_ALL, .infer = INFER, .run_f32 = RUN, \
+        IO,                                                                                       \
     };
-SHAPE_ROW(RESHAPE, "Reshape", 5, reshape_infer, copy_run)
-SHAPE_ROW(FLATTEN, "Flatten", 1, flatten_infer, copy_run)
-SHAPE_ROW(SQUEEZE, "Squeeze", 1, squeeze_infer, copy_run)
-SHAPE_ROW(UNSQUEEZE, "Unsqueeze", 1, unsqueeze_infer, copy_run)
-SHAPE_ROW(SHAPE, "Shape", 1, shape_infer, shape_run)
-SHAPE_ROW(IDENTITY, "Identity", 1, identity_infer, copy_run)
-SHAPE_ROW(DROPOUT, "Dropout", 7, dropout_infer, dropout_run)
-SHAPE_ROW(CONSTANT, "Constant", 1, constant_infer, constant_run)
+SHAPE_ROW(RESHAPE, "Reshape", 5, reshape_infer, copy_run, QL_IO(2, 2, 1, 1))
+SHAPE_ROW(FLATTEN, "Flatten", 1, flatten_infer, copy_run, QL_IO(1, 1, 1, 1))
+SHAPE_ROW(SQUEEZE, "Squeeze", 1, squeeze_infer, copy_run, QL_IO(1, 2, 1, 1))
+SHAPE_ROW(UNSQUEEZE, "Unsqueeze", 1, unsqueeze_infer, copy_run, QL_IO(1, 2, 1, 1))
+SHAPE_ROW(SHAPE, "Shape", 1, shape_infer, shape_run, QL_IO(1, 1, 1, 1))
+SHAPE_ROW(IDENTITY, "Identity", 1, identity_infer, copy_run, QL_IO(1, 1, 1, 1))
+SHAPE_ROW(DROPOUT, "Dropout", 7, dropout_infer, dropout_run, QL_IO(1, 3, 1, 2))
+SHAPE_ROW(CONSTANT, "Constant", 1, constant_infer, constant_run, QL_IO(0, 0, 1, 1))

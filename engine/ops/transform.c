@@ -989,13 +989,14 @@ static ql_status gather_run(const ql_node *n, const ql_tensor *const *in, ql_ten
     return QL_OK;
 }
 
-#define MOVE_ROW(E, NAME, SINCE, INFER, RUN)                                                      \
+#define MOVE_ROW(E, NAME, SINCE, INFER, RUN, IO)                                                  \
     const ql_op_def ql_op_def_##E = {                                                             \
         .name = NAME, .since_version = SINCE, .in_dtypes = QL_DT_ALL, .infer = INFER, .run_f32 = RUN, \
+        IO,                                                                                       \
     };
-MOVE_ROW(CONCAT, "Concat", 4, concat_infer, concat_run)
-MOVE_ROW(SPLIT, "Split", 2, split_infer, split_run)
-MOVE_ROW(SLICE, "Slice", 1, slice_infer, slice_run)
-MOVE_ROW(TRANSPOSE, "Transpose", 1, transpose_infer, transpose_run)
-MOVE_ROW(PAD, "Pad", 2, pad_infer, pad_run)
-MOVE_ROW(GATHER, "Gather", 1, gather_infer, gather_run)
+MOVE_ROW(CONCAT, "Concat", 4, concat_infer, concat_run, QL_IO(1, QL_IO_ANY, 1, 1))
+MOVE_ROW(SPLIT, "Split", 2, split_infer, split_run, QL_IO(1, 2, 1, QL_IO_ANY))
+MOVE_ROW(SLICE, "Slice", 1, slice_infer, slice_run, QL_IO(1, 5, 1, 1))
+MOVE_ROW(TRANSPOSE, "Transpose", 1, transpose_infer, transpose_run, QL_IO(1, 1, 1, 1))
+MOVE_ROW(PAD, "Pad", 2, pad_infer, pad_run, QL_IO(1, 4, 1, 1))
+MOVE_ROW(GATHER, "Gather", 1, gather_infer, gather_run, QL_IO(2, 2, 1, 1))
