@@ -292,6 +292,47 @@ static void test_float_layer_and_errors(void **state)
     ql_qconfig_free(c);
 }
 
+/* A plan's replacement constants reach every weighted kernel, including
+ * convolutions whose weights were packed at prepare time. */
+static void test_plan_constants_used(void **state)
+{
+    fixture *f = *state;
+    ql_error err = {{0}};
+    const ql_graph *g = f->m->graph;
+    const ql_tensor **consts = calloc((size_t)g->n_values, sizeof *consts);
+    ql_exec *x = NULL;
+    ql_exec_opts xo = {.n_threads = 2};
+    assert_int_equal(ql_exec_new(f->m->graph, &xo, &x, &err), QL_OK);
+    ql_tensor batch = ql_dataset_batch(f->eval, 0, 4);
+    const ql_tensor *in = &batch;
+    ql_tensor *ref[8] = {0}, *out[8] = {0};
+    assert_int_equal(ql_exec_run(x, &in, ref, &err), QL_OK);
+    for (int i = 0; i < f->q->n_layers; i++) {
+        const ql_qlayer *L = &f->q->layers[i];
+        if (g->nodes[L->node].op != QL_OP_CONV || L->weight_value < 0)
+            continue;
+        /* zero weights: the layer's output becomes its bias */
+        ql_tensor *z = ql_tensor_clone(g->values[L->weight_value].constant);
+        memset(z->data, 0, ql_tensor_nbytes(z));
+        consts[L->weight_value] = z;
+        ql_exec_quant plan = {.act = NULL, .constants = consts};
+        assert_int_equal(ql_exec_set_quant(x, &plan, &err), QL_OK);
+        assert_int_equal(ql_exec_run(x, &in, out, &err), QL_OK);
+        assert_true(memcmp(out[0]->data, ref[0]->data, ql_tensor_nbytes(ref[0])) != 0);
+        ql_tensor_free(out[0]);
+        ql_tensor_free(z);
+        consts[L->weight_value] = NULL;
+    }
+    /* and back to float: the prepared weights again */
+    assert_int_equal(ql_exec_set_quant(x, NULL, &err), QL_OK);
+    assert_int_equal(ql_exec_run(x, &in, out, &err), QL_OK);
+    assert_memory_equal(out[0]->data, ref[0]->data, ql_tensor_nbytes(ref[0]));
+    ql_tensor_free(out[0]);
+    ql_tensor_free(ref[0]);
+    ql_exec_free(x);
+    free(consts);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -299,6 +340,7 @@ int main(void)
         cmocka_unit_test(test_activations_on_grid),
         cmocka_unit_test(test_threads_and_round_trip),
         cmocka_unit_test(test_float_layer_and_errors),
+        cmocka_unit_test(test_plan_constants_used),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

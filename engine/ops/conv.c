@@ -317,8 +317,9 @@ static ql_status conv_infer(const ql_node *n, const ql_tensor *const *in, ql_ten
  * prepare: validation and weight packing
  * ------------------------------------------------------------------------- */
 typedef struct conv_state {
-    int64_t M, K, G; /* shape the packing was made for */
-    float *apack;    /* G groups of ql_pack_a_floats(M/G, K) */
+    int64_t M, K, G;  /* shape the packing was made for */
+    const float *src; /* the weight data it was packed from */
+    float *apack;     /* G groups of ql_pack_a_floats(M/G, K) */
 } conv_state;
 
 static void conv_release(ql_node *n)
@@ -377,6 +378,7 @@ static ql_status conv_prepare(ql_graph *g, ql_node *n, ql_error *err)
         return ql_fail(err, QL_ERR_NOMEM, "out of memory packing the weights");
     }
     s->M = M, s->K = K, s->G = G;
+    s->src = wc->data;
     for (int64_t grp = 0; grp < G; grp++)
         ql_pack_a((const float *)wc->data + grp * mg * K, K, mg, K, s->apack + grp * per);
     n->state = s;
@@ -760,7 +762,9 @@ static ql_status conv_gemm(const conv_geom *g, const ql_node *n, const float *x,
                   .x = x, .bias = bias, .y = y};
     int threads = ql_ctx_threads(ctx);
     const conv_state *s = n->state;
-    int packed = s && s->M == g->M && s->K == g->K && s->G == g->G;
+    /* the prepared packing only for the weights it was made from: a
+     * fake-quant plan runs the same node with replacement weights */
+    int packed = s && s->M == g->M && s->K == g->K && s->G == g->G && s->src == wt;
     j.apack_stride = ql_pack_a_floats(g->mg, g->K);
     conv_plan(&j, g, threads);
     /* outputs far larger than the caches are stored non-temporally: their
