@@ -3,7 +3,9 @@
  * For each layer, the model outputs on the given samples are compared with
  * the float reference when only that layer is quantized ("single"), when
  * everything but that layer is quantized ("all-but"), or with only its
- * weights / only its activations quantized. Runs are incremental: the
+ * weights / only its activations quantized. A layer's quantizers are its
+ * weight and bias quantizers and its output quantizer (a graph input's goes
+ * with the layers reading it). Runs are incremental: the
  * reference activations are cached once, and each layer re-executes only
  * the nodes its change can reach, fed from the cache; layers run in
  * parallel, one executor per thread. Results are bit-identical to a full
@@ -82,6 +84,8 @@ typedef struct ql_sens_opts {
     ql_sens_progress_fn progress;
     void *progress_user;
     const volatile int *cancel;
+    /* autoprec: rank by gain per cost on this march (NULL: by gain alone) */
+    const char *march;
 } ql_sens_opts;
 
 /* Analyses every quantized layer of the config (float layers too in
@@ -114,6 +118,8 @@ typedef struct ql_target {
 } ql_target;
 ql_status ql_target_parse(const char *s, ql_target *out, ql_error *err);
 bool ql_target_met(const ql_target *t, const ql_metrics *m);
+/* The target's metric on m; NaN when it needs labels m has none of. */
+double ql_target_value(const ql_target *t, const ql_metrics *m);
 
 typedef struct ql_autoprec_step {
     int layer;
@@ -128,12 +134,13 @@ typedef struct ql_autoprec_result {
     bool met;                /* the target holds after the last step */
 } ql_autoprec_result;
 
-/* Greedy: rank layers by all-but sensitivity (gain per cost, cost = MACs or
- * the march's cost when given), raise them one at a time (to int16 when
- * prefer_int16, else float; int16 layers go to float) and stop as soon as
- * the target holds. The chosen layers are written into c as overrides with
- * a reason, and the encodings are brought in line with ql_calib_update
- * (statistics only: weights keep their encodings). */
+/* Greedy: rank layers by all-but sensitivity (gain on the target's metric;
+ * per cost with o->march, cost = MACs until march data exists), raise
+ * them one at a time (to int16 when prefer_int16, else float; int16
+ * layers go to float) and stop as soon as the target holds. The chosen
+ * layers are written into c as overrides with a reason, and the encodings
+ * are brought in line with ql_calib_update (statistics only: weights keep
+ * their encodings). */
 ql_status ql_autoprec(ql_model *m, const ql_qnet *q, ql_qconfig *c, const ql_calib_stats *stats,
                       const ql_plugins *ps, const ql_dataset *d, const int64_t *labels,
                       const ql_target *target, bool prefer_int16, const ql_sens_opts *o,

@@ -1,0 +1,450 @@
+/* Per-layer sensitivity, incremental and parallel. The samples go through
+ * in chunks that fit the cache budget: for each chunk a base run caches the
+ * raw values every layer's re-run set reads (and the float values its local
+ * runs need); then worker threads, each with a one-thread executor, take
+ * layers (longest first) and re-run only their sets, fed from the cache. Each
+ * layer's sums accumulate batch by batch in sample order, so the results do
+ * not depend on which thread ran it, nor on the thread count. */
+#include "sensitivity.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "evaluate.h"
+#include "exec.h"
+#include "pool.h"
+#include "qsim.h"
+#include "sens_priv.h"
+
+typedef struct sens_worker {
+    sens_ctx *s;
+    ql_exec *x;
+    const ql_encoding **act[3];
+    const ql_tensor **cst[3];
+    const ql_tensor **feeds;
+    ql_tensor **outs;
+    int want;                /* value whose local noise the observer sums, or -1 */
+    const ql_tensor *want_ref;
+    int64_t want_count;
+    double sig, noise;
+} sens_worker;
+
+static bool local_observer(void *user, const ql_graph *g, int node, int value, const ql_tensor *t)
+{
+    (void)g;
+    (void)node;
+    sens_worker *w = user;
+    if (value != w->want || !w->want_ref || t->dtype != QL_F32 || t->ndim < 1)
+        return true;
+    int64_t n = ql_tensor_numel(t), per = t->dims[0] > 0 ? n / t->dims[0] : 0;
+    if (ql_tensor_numel(w->want_ref) != n)
+        return true;
+    const float *a = w->want_ref->data, *b = t->data;
+    for (int64_t i = 0; i < w->want_count * per; i++) {
+        double d = (double)a[i] - (double)b[i];
+        w->sig += (double)a[i] * (double)a[i];
+        w->noise += d * d;
+    }
+    return true;
+}
+
+/* ---- per-layer work ------------------------------------------------------------ */
+
+static const ql_tensor *cached(const sens_ctx *s, const sens_batch *B, ql_tensor **arr, int v)
+{
+    if (s->g->values[v].is_input)
+        return B->input;
+    if (s->g->values[v].is_output && arr == B->flt)
+        for (int j = 0; j < s->g->n_outputs; j++)
+            if (s->g->outputs[j] == v)
+                return B->ref_out[j];
+    return arr[v];
+}
+
+static ql_status run_fed(sens_worker *w, const sens_batch *B, const char *run, int n, const int *ids,
+                         ql_tensor **arr, ql_error *err)
+{
+    for (int k = 0; k < n; k++) {
+        w->feeds[k] = cached(w->s, B, arr, ids[k]);
+        if (!w->feeds[k])
+            return ql_fail(err, QL_ERR_ARG, "internal: '%s' was not cached",
+                           w->s->g->values[ids[k]].name);
+    }
+    ql_status st = ql_exec_run_nodes(w->x, run, n, ids, w->feeds, w->outs, err);
+    for (int j = 0; st == QL_OK && j < w->s->g->n_outputs; j++) {
+        ql_tensor_free(w->outs[j]);
+        w->outs[j] = NULL;
+    }
+    return st;
+}
+
+static ql_status local_run(sens_worker *w, layer_work *lw, const sens_batch *B, int k,
+                           double *sig, double *noise, ql_error *err)
+{
+    sens_ctx *s = w->s;
+    ql_exec_quant p = {(const struct ql_encoding *const *)w->act[k], w->cst[k]};
+    int ov = s->q->layers[lw->layer].out_value;
+    ql_status st = ql_exec_set_quant(w->x, &p, err);
+    if (st != QL_OK)
+        return st;
+    w->want = ov;
+    w->want_ref = cached(s, B, B->flt, ov);
+    w->want_count = B->count;
+    w->sig = w->noise = 0;
+    st = run_fed(w, B, lw->lrun, lw->n_lfeeds, lw->lfeeds, B->flt, err);
+    w->want = -1;
+    if (sig)
+        *sig += w->sig;
+    *noise += w->noise;
+    return st;
+}
+
+/* Output-quantizer noise of the layer alone: its float output quantized,
+ * as a run with only that quantizer would compute it. */
+static ql_status output_noise(sens_worker *w, const layer_work *lw, const sens_batch *B,
+                              double *noise, ql_error *err)
+{
+    int ov = w->s->q->layers[lw->layer].out_value;
+    const ql_encoding *e = w->act[2][ov];
+    const ql_tensor *f = cached(w->s, B, B->flt, ov);
+    if (!e || !f || f->dtype != QL_F32 || f->ndim < 1)
+        return QL_OK;
+    ql_tensor *t = ql_tensor_clone(f);
+    if (!t)
+        return ql_fail(err, QL_ERR_NOMEM, "out of memory");
+    ql_status st = ql_fake_quant(t, e, err);
+    if (st == QL_OK) {
+        w->want = ov;
+        w->want_ref = f;
+        w->want_count = B->count;
+        w->sig = w->noise = 0;
+        local_observer(w, w->s->g, -1, ov, t);
+        *noise += w->noise;
+        w->want = -1;
+    }
+    ql_tensor_free(t);
+    return st;
+}
+
+static ql_status do_layer(sens_worker *w, layer_work *lw, ql_error *err)
+{
+    sens_ctx *s = w->s;
+    const ql_graph *g = s->g;
+    const ql_qlayer *L = &s->q->layers[lw->layer];
+    ql_sens_mode mode = s->o->mode;
+    static const ql_sens_mode local_modes[3] = {QL_SENS_SINGLE, QL_SENS_WEIGHTS,
+                                                QL_SENS_ACTIVATIONS};
+    ql_status st = QL_OK;
+    for (int k = 0; k < 3; k++)
+        if ((st = sens_plan_build(&s->plans, local_modes[k], lw->layer, w->act[k], w->cst[k],
+                                  err)) != QL_OK)
+            return st;
+    for (int b = 0; b < s->n_batches; b++) {
+        const sens_batch *B = &s->batches[b];
+        if ((s->o->cancel && *s->o->cancel) || s->stop)
+            return QL_ERR_CANCELLED;
+        if ((st = ql_exec_set_quant(w->x, &lw->plan, err)) != QL_OK)
+            return st;
+        /* the main run also gives the layer's own output under the mode */
+        w->want = L->out_value;
+        w->want_ref = cached(s, B, B->flt, L->out_value);
+        w->want_count = B->count;
+        w->sig = w->noise = 0;
+        if (s->o->brute_force) {
+            const ql_tensor *in[1] = {B->input};
+            st = ql_exec_run(w->x, in, w->outs, err);
+        } else {
+            for (int k = 0; k < lw->n_feeds; k++)
+                if (!(w->feeds[k] = cached(s, B, B->base, lw->feeds[k])))
+                    return ql_fail(err, QL_ERR_ARG, "internal: '%s' was not cached",
+                                   g->values[lw->feeds[k]].name);
+            st = ql_exec_run_nodes(w->x, lw->run, lw->n_feeds, lw->feeds, w->feeds, w->outs,
+                                   err);
+        }
+        w->want = -1;
+        if (st != QL_OK)
+            return st;
+        if (mode == QL_SENS_SINGLE) {
+            lw->loc_sig += w->sig;
+            lw->loc_noise += w->noise;
+        } else if (mode == QL_SENS_WEIGHTS) {
+            lw->w_noise += w->noise;
+        } else if (mode == QL_SENS_ACTIVATIONS) {
+            lw->a_noise += w->noise;
+        }
+        const ql_tensor *yf = B->ref_out[0], *yq = w->outs[0];
+        int64_t per = yf->ndim > 0 && yf->dims[0] > 0 ? ql_tensor_numel(yf) / yf->dims[0] : 0;
+        if (yf->dtype != QL_F32 || per <= 0 || ql_tensor_numel(yq) != ql_tensor_numel(yf))
+            st = ql_fail(err, QL_ERR_SHAPE, "output '%s' is not a float batch of per-sample scores",
+                         g->values[g->outputs[0]].name);
+        else
+            ql_metrics_add(&lw->m, yf->data, yq->data, B->count, per,
+                           s->labels ? s->labels + B->first : NULL);
+        for (int j = 0; j < g->n_outputs; j++) {
+            ql_tensor_free(w->outs[j]);
+            w->outs[j] = NULL;
+        }
+        if (st != QL_OK)
+            return st;
+        /* the local figures the main run did not give: only the layer
+         * quantized, weights only, output quantizer only */
+        if (mode != QL_SENS_SINGLE &&
+            (st = local_run(w, lw, B, 0, &lw->loc_sig, &lw->loc_noise, err)) != QL_OK)
+            return st;
+        if (mode != QL_SENS_WEIGHTS && L->weight_value >= 0 &&
+            (st = local_run(w, lw, B, 1, NULL, &lw->w_noise, err)) != QL_OK)
+            return st;
+        if (mode != QL_SENS_ACTIVATIONS && (st = output_noise(w, lw, B, &lw->a_noise, err)) != QL_OK)
+            return st;
+    }
+    lw->chunks_done++;
+    return QL_OK;
+}
+
+static void *worker_main(void *arg)
+{
+    sens_worker *w = arg;
+    sens_ctx *s = w->s;
+    for (;;) {
+        pthread_mutex_lock(&s->lock);
+        int r = s->stop ? s->n_work : s->next++;
+        pthread_mutex_unlock(&s->lock);
+        if (r >= s->n_work)
+            break;
+        r = s->order[r];
+        ql_error err = {{0}};
+        ql_status st = do_layer(w, &s->work[r], &err);
+        pthread_mutex_lock(&s->lock);
+        if (st == QL_ERR_CANCELLED) {
+            s->stop = 1;
+        } else if (st != QL_OK) {
+            if (s->st == QL_OK) {
+                s->st = st;
+                ql_fail(&s->err, st, "layer '%s': %s", s->q->layers[s->work[r].layer].name,
+                        err.msg);
+            }
+            s->stop = 1;
+        } else {
+            s->done++;
+            if (s->o->progress && !s->o->progress(s->o->progress_user, s->done, s->total))
+                s->stop = 1;
+        }
+        pthread_mutex_unlock(&s->lock);
+    }
+    return NULL;
+}
+
+static void worker_clear(sens_worker *w)
+{
+    ql_exec_free(w->x);
+    for (int k = 0; k < 3; k++) {
+        free(w->act[k]);
+        free(w->cst[k]);
+    }
+    free(w->feeds);
+    free(w->outs);
+}
+
+static ql_status worker_init(sens_ctx *s, sens_worker *w, ql_error *err)
+{
+    size_t nv = (size_t)(s->g->n_values ? s->g->n_values : 1);
+    memset(w, 0, sizeof *w);
+    w->s = s;
+    w->want = -1;
+    for (int k = 0; k < 3; k++) {
+        w->act[k] = calloc(nv, sizeof *w->act[k]);
+        w->cst[k] = calloc(nv, sizeof *w->cst[k]);
+        if (!w->act[k] || !w->cst[k])
+            return ql_fail(err, QL_ERR_NOMEM, "out of memory");
+    }
+    w->feeds = calloc(nv + (size_t)s->g->n_outputs, sizeof *w->feeds);
+    w->outs = calloc((size_t)s->g->n_outputs + 1, sizeof *w->outs);
+    if (!w->feeds || !w->outs)
+        return ql_fail(err, QL_ERR_NOMEM, "out of memory");
+    ql_exec_opts xo = {.n_threads = 1, .observer = local_observer, .observer_user = w,
+                       .observe = s->out_obs, .cancel = s->o->cancel};
+    return ql_exec_new(s->g, &xo, &w->x, err);
+}
+
+/* Runs the layers of the current chunk on n_threads workers. */
+static ql_status run_layers(sens_ctx *s, sens_worker *ws, int n_threads, ql_error *err)
+{
+    pthread_t tid[256];
+    int started = 0;
+    s->next = 0;
+    for (int t = 1; t < n_threads; t++) {
+        if (pthread_create(&tid[t], NULL, worker_main, &ws[t]) != 0)
+            break;
+        started = t;
+    }
+    worker_main(&ws[0]);
+    for (int t = 1; t <= started; t++)
+        pthread_join(tid[t], NULL);
+    if (s->st != QL_OK) {
+        *err = s->err;
+        return s->st;
+    }
+    return QL_OK;
+}
+
+/* ---- entry point ------------------------------------------------------------------ */
+
+static void fill_rows(const sens_ctx *s, ql_sens_table *t, int n_chunks)
+{
+    for (int r = 0; r < s->n_work; r++) {
+        const layer_work *w = &s->work[r];
+        const ql_qlayer *L = &s->q->layers[w->layer];
+        ql_sens_row *row = &t->rows[r];
+        row->layer = w->layer;
+        row->name = L->name;
+        row->op = s->g->nodes[L->node].op_type;
+        row->precision = s->plans.prec[w->layer];
+        row->m = w->m;
+        row->done = w->chunks_done == n_chunks;
+        row->local_sqnr_db = w->loc_noise == 0 ? INFINITY
+                             : w->loc_sig == 0 ? -INFINITY
+                                               : 10.0 * log10(w->loc_sig / w->loc_noise);
+        double tot = w->w_noise + w->a_noise;
+        row->weight_share = L->weight_value < 0 || tot == 0 ? NAN : w->w_noise / tot;
+        if (!row->done)
+            t->partial = true;
+    }
+}
+
+ql_status ql_sensitivity(ql_model *m, const ql_qnet *q, const ql_qconfig *c,
+                         const ql_dataset *d, const int64_t *labels, const ql_sens_opts *o,
+                         ql_sens_table **out, ql_error *err)
+{
+    ql_graph *g = m->graph;
+    sens_ctx s;
+    ql_qsim *full = NULL;
+    ql_exec *bx = NULL;
+    ql_batcher bt = {0};
+    sens_worker *ws = NULL;
+    int *rows = NULL, n_rows = 0, n_threads = o->n_threads > 0 ? o->n_threads : ql_default_threads();
+    ql_sens_table *t = NULL;
+    ql_status st;
+    memset(&s, 0, sizeof s);
+    pthread_mutex_init(&s.lock, NULL);
+    *out = NULL;
+    if (n_threads > 256)
+        n_threads = 256;
+    if (g->n_inputs != 1 || g->n_outputs < 1) {
+        st = ql_fail(err, QL_ERR_UNSUPPORTED, "%s: a model with one input is needed", m->path);
+        goto cleanup;
+    }
+    s.g = g;
+    s.q = q;
+    s.o = o;
+    s.labels = labels;
+    s.float_base = o->mode != QL_SENS_ALL_BUT;
+    if ((st = ql_qsim_build(q, c, &full, err)) != QL_OK)
+        goto cleanup;
+    s.plans.q = q;
+    s.plans.c = c;
+    s.plans.full = full;
+    s.plans.prec = malloc((size_t)(q->n_layers ? q->n_layers : 1) * sizeof *s.plans.prec);
+    rows = malloc((size_t)(q->n_layers ? q->n_layers : 1) * sizeof *rows);
+    if (!s.plans.prec || !rows) {
+        st = ql_fail(err, QL_ERR_NOMEM, "out of memory");
+        goto cleanup;
+    }
+    for (int i = 0; i < q->n_layers; i++) {
+        s.plans.prec[i] = ql_qnet_layer_prec(q, c, i);
+        if (o->only_layer && strcmp(o->only_layer, q->layers[i].name) != 0)
+            continue;
+        if (o->mode == QL_SENS_ALL_BUT || s.plans.prec[i] != QL_PREC_FLOAT)
+            rows[n_rows++] = i;
+    }
+    if (o->only_layer && n_rows == 0) {
+        st = ql_fail(err, QL_ERR_ARG, "layer '%s': %s", o->only_layer,
+                     ql_qnet_find_layer(q, o->only_layer) < 0 ? "no such layer"
+                                                               : "not quantized in the config");
+        goto cleanup;
+    }
+    if (!s.float_base)
+        s.base_plan = full->plan;
+    if ((st = sens_prepare(&s, rows, n_rows, err)) != QL_OK)
+        goto cleanup;
+
+    /* chunks that fit the budget; the batch shrinks if one does not */
+    int64_t budget = o->cache_bytes > 0 ? o->cache_bytes : (int64_t)1 << 30;
+    int64_t per = sens_bytes_per_sample(&s), fit = budget / per > 0 ? budget / per : 1;
+    int64_t batch = o->batch > 0 ? o->batch : 32;
+    if (batch > fit)
+        batch = fit;
+    if ((st = ql_batcher_init(&bt, g, d, batch, err)) != QL_OK)
+        goto cleanup;
+    int64_t chunk = fit / bt.batch * bt.batch;
+    if (chunk < bt.batch)
+        chunk = bt.batch;
+    int n_chunks = d->n > 0 ? (int)((d->n + chunk - 1) / chunk) : 0;
+    s.total = (int64_t)n_rows * n_chunks;
+
+    cache_obs co = {0};
+    ql_exec_opts bo = {.n_threads = n_threads, .observer = sens_cache_observer, .observer_user = &co,
+                       .observe = s.base_obs, .observe_raw = true, .cancel = o->cancel};
+    char *union_obs = calloc((size_t)(g->n_values ? g->n_values : 1), 1);
+    if (!union_obs) {
+        st = ql_fail(err, QL_ERR_NOMEM, "out of memory");
+        goto cleanup;
+    }
+    for (int v = 0; v < g->n_values; v++)
+        union_obs[v] = s.base_obs[v] | s.flt_obs[v];
+    bo.observe = union_obs;
+    st = ql_exec_new(g, &bo, &bx, err);
+    ws = calloc((size_t)n_threads, sizeof *ws);
+    int n_ws = 0;
+    if (st == QL_OK && !ws)
+        st = ql_fail(err, QL_ERR_NOMEM, "out of memory");
+    for (; st == QL_OK && n_ws < n_threads; n_ws++)
+        st = worker_init(&s, &ws[n_ws], err);
+    bool cancelled = false;
+    for (int ci = 0; st == QL_OK && ci < n_chunks && !cancelled; ci++) {
+        int64_t c0 = ci * chunk, c1 = c0 + chunk < d->n ? c0 + chunk : d->n;
+        co.failed = false;
+        st = sens_run_base(&s, bx, &co, &bt, c0, c1, err);
+        if (st == QL_OK)
+            st = run_layers(&s, ws, n_threads, err);
+        cancelled = st == QL_ERR_CANCELLED || s.stop;
+        sens_free_batches(&s);
+    }
+    if (st == QL_ERR_CANCELLED)
+        st = QL_OK;
+    for (int k = 0; ws && k < n_ws; k++)
+        worker_clear(&ws[k]);
+    free(union_obs);
+    if (st != QL_OK)
+        goto cleanup;
+    t = calloc(1, sizeof *t);
+    if (t)
+        t->rows = calloc((size_t)(n_rows ? n_rows : 1), sizeof *t->rows);
+    if (!t || !t->rows) {
+        st = ql_fail(err, QL_ERR_NOMEM, "out of memory");
+        goto cleanup;
+    }
+    t->mode = o->mode;
+    t->n = n_rows;
+    t->samples = d->n;
+    t->has_labels = labels != NULL;
+    fill_rows(&s, t, n_chunks);
+    *out = t;
+    t = NULL;
+cleanup:
+    ql_sens_table_free(t);
+    free(ws);
+    ql_exec_free(bx);
+    ql_batcher_clear(&bt);
+    sens_free_batches(&s);
+    sens_free_work(&s);
+    free(s.base_obs);
+    free(s.flt_obs);
+    free(s.out_obs);
+    free(s.plans.prec);
+    free(rows);
+    ql_qsim_free(full);
+    pthread_mutex_destroy(&s.lock);
+    return st;
+}

@@ -1,0 +1,595 @@
+/* Unit tests of the sensitivity analysis and autoprec on the shipped
+ * example: the incremental runs equal full re-executions bit for bit (the
+ * engine's brute-force path, and a reference written here from configs
+ * built the obvious way), whatever the thread count and cache budget; the
+ * CSV survives awkward names through libcsv; a planted sensitive layer
+ * ranks first and is the first one autoprec raises. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <csv.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "engine/calibrate.h"
+#include "engine/evaluate.h"
+#include "engine/exec.h"
+#include "engine/qsim.h"
+#include "engine/sensitivity.h"
+#include "testutil.h"
+
+#define N_SAMPLES 24
+#define BATCH 8
+
+typedef struct fixture {
+    ql_model *m;
+    ql_dataset *calib, *eval;
+    int64_t *labels;
+    ql_plugins *ps;
+    ql_qnet *q;
+    ql_qconfig *c;
+    ql_calib_stats *stats;
+} fixture;
+
+static char *example(const char *file)
+{
+    static char buf[1024];
+    const char *src = getenv("QLENS_SRCDIR");
+    snprintf(buf, sizeof buf, "%s/examples/fmnist/%s", src ? src : "..", file);
+    return buf;
+}
+
+/* Loads the example; with plant, first makes one layer sensitive. */
+static int load(fixture *f, int (*plant)(fixture *f))
+{
+    ql_error err = {{0}};
+    int64_t nl = 0;
+    if (ql_model_load(example("fmnist_resnet.onnx"), &f->m, &err) ||
+        ql_dataset_load(example("calib.npy"), N_SAMPLES, &f->calib, &err) ||
+        ql_dataset_conform(f->calib, &f->m->graph->values[f->m->graph->inputs[0]], &err) ||
+        ql_dataset_load(example("eval.npy"), N_SAMPLES, &f->eval, &err) ||
+        ql_dataset_conform(f->eval, &f->m->graph->values[f->m->graph->inputs[0]], &err) ||
+        ql_labels_load(example("eval_labels.npy"), N_SAMPLES, &f->labels, &nl, &err) ||
+        ql_plugins_scan(&f->ps, &err) || ql_qnet_build(f->m->graph, &f->q, &err)) {
+        fprintf(stderr, "setup: %s\n", err.msg);
+        return -1;
+    }
+    if (plant && plant(f) != 0)
+        return -1;
+    f->c = ql_qconfig_new();
+    snprintf(f->c->defaults.act_algo, sizeof f->c->defaults.act_algo, "minmax");
+    ql_calib_opts o = {.n_threads = 2, .batch = BATCH};
+    if (ql_calib_collect(f->m, f->q, f->calib, &o, &f->stats, &err) ||
+        ql_calib_encode(f->m, f->q, f->c, f->stats, f->ps, f->calib, &o, &err)) {
+        fprintf(stderr, "setup: %s\n", err.msg);
+        return -1;
+    }
+    return 0;
+}
+
+static void unload(fixture *f)
+{
+    ql_calib_stats_free(f->stats);
+    ql_qconfig_free(f->c);
+    ql_qnet_free(f->q);
+    ql_plugins_free(f->ps);
+    free(f->labels);
+    ql_dataset_free(f->calib);
+    ql_dataset_free(f->eval);
+    ql_model_free(f->m);
+    free(f);
+}
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    *state = f;
+    return f ? load(f, NULL) : -1;
+}
+
+static int teardown(void **state)
+{
+    unload(*state);
+    return 0;
+}
+
+static ql_sens_table *analyse(fixture *f, const ql_qconfig *c, ql_sens_mode mode, int threads,
+                              bool brute, int64_t cache)
+{
+    ql_error err = {{0}};
+    ql_sens_table *t = NULL;
+    ql_sens_opts o = {.mode = mode, .n_threads = threads, .batch = BATCH, .brute_force = brute,
+                      .cache_bytes = cache};
+    if (ql_sensitivity(f->m, f->q, c, f->eval, f->labels, &o, &t, &err) != QL_OK)
+        fail_msg("sensitivity (%s): %s", ql_sens_mode_name(mode), err.msg);
+    assert_false(t->partial);
+    return t;
+}
+
+/* Bit-for-bit equality of two tables (same row order). */
+static void assert_same(const ql_sens_table *a, const ql_sens_table *b, const char *what)
+{
+    assert_int_equal(a->n, b->n);
+    for (int i = 0; i < a->n; i++) {
+        const ql_sens_row *x = &a->rows[i], *y = &b->rows[i];
+        assert_int_equal(x->layer, y->layer);
+        assert_true(x->done && y->done);
+        if (memcmp(&x->m, &y->m, sizeof x->m) != 0 ||
+            memcmp(&x->local_sqnr_db, &y->local_sqnr_db, sizeof(double)) != 0 ||
+            memcmp(&x->weight_share, &y->weight_share, sizeof(double)) != 0)
+            fail_msg("%s: layer '%s' differs: cosine %.17g vs %.17g, noise %.17g vs %.17g, "
+                     "local %.17g vs %.17g, share %.17g vs %.17g",
+                     what, x->name, ql_metrics_cosine(&x->m), ql_metrics_cosine(&y->m),
+                     x->m.noise, y->m.noise, x->local_sqnr_db, y->local_sqnr_db,
+                     x->weight_share, y->weight_share);
+    }
+}
+
+static void test_incremental_is_brute_force(void **state)
+{
+    fixture *f = *state;
+    for (int mode = 0; mode < QL_SENS_MODE_COUNT; mode++) {
+        ql_sens_table *inc1 = analyse(f, f->c, (ql_sens_mode)mode, 1, false, 0);
+        ql_sens_table *inc2 = analyse(f, f->c, (ql_sens_mode)mode, 2, false, 0);
+        ql_sens_table *bf = analyse(f, f->c, (ql_sens_mode)mode, 2, true, 0);
+        /* a budget of a few samples: chunks of one small batch (single and
+         * all-but, the two kinds of base run) */
+        bool chunked = mode == QL_SENS_SINGLE || mode == QL_SENS_ALL_BUT;
+        ql_sens_table *small = chunked ? analyse(f, f->c, (ql_sens_mode)mode, 2, false, 1 << 20)
+                                       : NULL;
+        ql_sens_table *small_bf = chunked ? analyse(f, f->c, (ql_sens_mode)mode, 2, true, 1 << 20)
+                                          : NULL;
+        assert_int_equal(inc1->n, f->q->n_layers);
+        assert_int_equal(inc1->samples, N_SAMPLES);
+        for (int i = 0; i < inc1->n; i++)
+            assert_int_equal(inc1->rows[i].m.n, N_SAMPLES);
+        assert_same(inc1, bf, "incremental vs brute force");
+        assert_same(inc1, inc2, "1 vs 2 threads");
+        if (chunked) {
+            assert_same(small, small_bf, "chunked: incremental vs brute force");
+            /* chunking changes the batch size, which kernels may see: then
+             * only rounding differs */
+            for (int i = 0; i < inc1->n; i++)
+                assert_true(fabs(ql_metrics_cosine(&small->rows[i].m) -
+                                 ql_metrics_cosine(&inc1->rows[i].m)) < 1e-9);
+        }
+        ql_sens_table_free(inc1);
+        ql_sens_table_free(inc2);
+        ql_sens_table_free(bf);
+        ql_sens_table_free(small);
+        ql_sens_table_free(small_bf);
+    }
+}
+
+/* ---- reference: configs built the obvious way, full runs ------------------------ */
+
+typedef struct ref_obs {
+    int want;
+    ql_tensor *copy;
+} ref_obs;
+
+static bool ref_observer(void *user, const ql_graph *g, int node, int value, const ql_tensor *t)
+{
+    (void)g;
+    (void)node;
+    ref_obs *r = user;
+    if (value == r->want && !r->copy)
+        r->copy = ql_tensor_clone(t);
+    return true;
+}
+
+/* Runs the model on all samples under plan (NULL: float); returns output 0
+ * of each batch and the value `want` (after its quantizer) of each batch. */
+static void ref_run(fixture *f, const ql_exec_quant *plan, int want, ql_tensor **y, ql_tensor **w)
+{
+    ql_error err = {{0}};
+    ref_obs ro = {.want = want};
+    ql_exec *x = NULL;
+    ql_exec_opts xo = {.n_threads = 1, .observer = ref_observer, .observer_user = &ro};
+    assert_int_equal(ql_exec_new(f->m->graph, &xo, &x, &err), QL_OK);
+    assert_int_equal(ql_exec_set_quant(x, plan, &err), QL_OK);
+    for (int b = 0; b < N_SAMPLES / BATCH; b++) {
+        ql_tensor in = ql_dataset_batch(f->eval, b * BATCH, BATCH);
+        const ql_tensor *inp = &in;
+        ql_tensor *outs[4] = {0};
+        ro.copy = NULL;
+        if (ql_exec_run(x, &inp, outs, &err) != QL_OK)
+            fail_msg("reference run: %s", err.msg);
+        y[b] = outs[0];
+        w[b] = ro.copy;
+    }
+    ql_exec_free(x);
+}
+
+static double sum_sq(const ql_tensor *a, const ql_tensor *b, double *sig)
+{
+    const float *x = a->data, *y = b->data;
+    double s = 0, n = 0;
+    for (int64_t i = 0; i < ql_tensor_numel(a); i++) {
+        double d = (double)x[i] - (double)y[i];
+        s += (double)x[i] * (double)x[i];
+        n += d * d;
+    }
+    if (sig)
+        *sig = s;
+    return n;
+}
+
+/* The plan of layer l written the simple way for a model whose layers are
+ * all int8: a layer owns its weight, bias and output quantizer, and the
+ * graph input's quantizer goes with the layers reading it. */
+static void ref_plan(const ql_qnet *q, const ql_qsim *full, ql_sens_mode mode, int l,
+                     const ql_encoding **act, const ql_tensor **cst)
+{
+    const ql_graph *g = q->g;
+    const ql_qlayer *L = &q->layers[l];
+    int in = g->inputs[0], readers = 0, l_reads = 0;
+    for (int i = 0; i < q->n_layers; i++) {
+        const ql_node *n = &g->nodes[q->layers[i].node];
+        int reads = 0;
+        for (int j = 0; j < n->n_in; j++)
+            reads |= n->in[j] >= 0 && q->value_src[n->in[j]] == in;
+        readers += reads;
+        if (i == l)
+            l_reads = reads;
+    }
+    for (int v = 0; v < g->n_values; v++) {
+        bool own = q->value_site[v] && q->value_layer[v] == l;
+        bool mine = own || (v == in && l_reads && (mode == QL_SENS_SINGLE || readers == 1));
+        act[v] = (mode == QL_SENS_SINGLE) == mine ? full->act[v] : NULL;
+        cst[v] = mode == QL_SENS_SINGLE ? NULL : full->constants[v];
+    }
+    if (L->weight_value >= 0)
+        cst[L->weight_value] = mode == QL_SENS_SINGLE ? full->constants[L->weight_value] : NULL;
+    if (L->bias_value >= 0)
+        cst[L->bias_value] = mode == QL_SENS_SINGLE ? full->constants[L->bias_value] : NULL;
+}
+
+static void test_matches_reference(void **state)
+{
+    fixture *f = *state;
+    ql_error err = {{0}};
+    const ql_qnet *q = f->q;
+    enum { NB = N_SAMPLES / BATCH };
+    ql_qsim *full = NULL;
+    assert_int_equal(ql_qsim_build(q, f->c, &full, &err), QL_OK);
+    size_t nv = (size_t)q->g->n_values;
+    const ql_encoding **act = calloc(nv, sizeof *act), **sact = calloc(nv, sizeof *sact);
+    const ql_tensor **cst = calloc(nv, sizeof *cst), **scst = calloc(nv, sizeof *scst);
+    for (int mode = 0; mode < 2; mode++) {
+        ql_sens_table *t = analyse(f, f->c, (ql_sens_mode)mode, 2, false, 0);
+        for (int l = 0; l < q->n_layers; l++) {
+            const ql_qlayer *L = &q->layers[l];
+            ql_tensor *yf[NB], *wf[NB], *yq[NB], *wq[NB];
+            ref_plan(q, full, (ql_sens_mode)mode, l, act, cst);
+            ql_exec_quant plan = {(const struct ql_encoding *const *)act, cst};
+            ref_run(f, NULL, L->out_value, yf, wf);
+            ref_run(f, &plan, L->out_value, yq, wq);
+            ql_metrics m = {0};
+            for (int b = 0; b < NB; b++) {
+                int64_t per = ql_tensor_numel(yf[b]) / BATCH;
+                ql_metrics_add(&m, yf[b]->data, yq[b]->data, BATCH, per, f->labels + b * BATCH);
+                ql_tensor_free(yq[b]);
+                ql_tensor_free(wq[b]);
+            }
+            const ql_sens_row *r = &t->rows[l];
+            assert_int_equal(r->layer, l);
+            if (memcmp(&m, &r->m, sizeof m) != 0)
+                fail_msg("%s layer %s: cosine %.17g (reference %.17g)",
+                         ql_sens_mode_name((ql_sens_mode)mode), L->name,
+                         ql_metrics_cosine(&r->m), ql_metrics_cosine(&m));
+            /* local figures: the layer's output with its single plan, with
+             * only its weights, with only its output quantizer */
+            double sig = 0, noise = 0, wn = 0, an = 0;
+            ref_plan(q, full, QL_SENS_SINGLE, l, sact, scst);
+            for (int k = 0; k < 3; k++) {
+                memset(act, 0, nv * sizeof *act);
+                memset(cst, 0, nv * sizeof *cst);
+                ql_exec_quant p = {(const struct ql_encoding *const *)act, cst};
+                if (k == 0) {
+                    p.act = (const struct ql_encoding *const *)sact;
+                    p.constants = scst;
+                } else if (k == 1) {
+                    if (L->weight_value < 0)
+                        continue;
+                    cst[L->weight_value] = full->constants[L->weight_value];
+                    if (L->bias_value >= 0)
+                        cst[L->bias_value] = full->constants[L->bias_value];
+                } else {
+                    act[L->out_value] = full->act[L->out_value];
+                }
+                ref_run(f, &p, L->out_value, yq, wq);
+                for (int b = 0; b < NB; b++) {
+                    double s = 0, n = sum_sq(wf[b], wq[b], &s);
+                    if (k == 0) {
+                        sig += s;
+                        noise += n;
+                    } else {
+                        *(k == 1 ? &wn : &an) += n;
+                    }
+                    ql_tensor_free(yq[b]);
+                    ql_tensor_free(wq[b]);
+                }
+            }
+            double local = noise == 0 ? INFINITY : 10.0 * log10(sig / noise);
+            double share = L->weight_value < 0 || wn + an == 0 ? NAN : wn / (wn + an);
+            if (memcmp(&local, &r->local_sqnr_db, sizeof local) != 0 ||
+                memcmp(&share, &r->weight_share, sizeof share) != 0)
+                fail_msg("layer %s: local %.17g share %.17g (reference %.17g, %.17g)", L->name,
+                         r->local_sqnr_db, r->weight_share, local, share);
+            for (int b = 0; b < NB; b++) {
+                ql_tensor_free(yf[b]);
+                ql_tensor_free(wf[b]);
+            }
+        }
+        ql_sens_table_free(t);
+    }
+    free(act);
+    free(cst);
+    free(sact);
+    free(scst);
+    ql_qsim_free(full);
+}
+
+/* ---- CSV round trip ---------------------------------------------------------------- */
+
+typedef struct csv_rows {
+    char cell[16][12][96];
+    int row, col;
+} csv_rows;
+
+static void on_field(void *s, size_t len, void *user)
+{
+    csv_rows *r = user;
+    if (r->row < 16 && r->col < 12)
+        snprintf(r->cell[r->row][r->col], sizeof r->cell[0][0], "%.*s", (int)len,
+                 s ? (const char *)s : "");
+    r->col++;
+}
+
+static void on_row(int c, void *user)
+{
+    (void)c;
+    csv_rows *r = user;
+    assert_int_equal(r->col, 12);
+    r->row++;
+    r->col = 0;
+}
+
+static void test_csv_round_trip(void **state)
+{
+    (void)state;
+    static const char *const names[] = {"plain", "with,comma", "with \"quotes\"",
+                                        "multi\nline,\"all\"", ""};
+    ql_sens_row rows[5];
+    memset(rows, 0, sizeof rows);
+    for (int i = 0; i < 5; i++) {
+        rows[i].layer = i;
+        rows[i].name = names[i];
+        rows[i].op = i == 2 ? "Op,\"x\"" : "Conv";
+        rows[i].precision = i == 3 ? QL_PREC_INT16 : QL_PREC_INT8;
+        rows[i].m.n = 4;
+        rows[i].m.agree = i;
+        rows[i].m.labelled = i == 4 ? 0 : 4;
+        rows[i].m.correct_q = 3;
+        rows[i].m.cos_sum = 3.5 + i * 0.125;
+        rows[i].m.sig = 10;
+        rows[i].m.noise = i == 1 ? 0 : 0.001 * (i + 1);
+        rows[i].m.elems = 40;
+        rows[i].m.max_abs = 0.25 * i;
+        rows[i].local_sqnr_db = 30.0 + i;
+        rows[i].weight_share = i == 0 ? NAN : 0.1 * i;
+        rows[i].done = i != 4;
+    }
+    ql_sens_table t = {.mode = QL_SENS_SINGLE, .n = 5, .rows = rows, .samples = 4};
+    char path[] = "/tmp/qlens-test-sens-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    ql_error err = {{0}};
+    assert_int_equal(ql_sens_table_write_csv(&t, path, &err), QL_OK);
+    FILE *fp = fopen(path, "rb");
+    assert_non_null(fp);
+    char buf[8192];
+    size_t n = fread(buf, 1, sizeof buf, fp);
+    fclose(fp);
+    unlink(path);
+    struct csv_parser p;
+    csv_rows *r = calloc(1, sizeof *r);
+    assert_int_equal(csv_init(&p, CSV_STRICT | CSV_APPEND_NULL), 0);
+    assert_int_equal(csv_parse(&p, buf, n, on_field, on_row, r), n);
+    csv_fini(&p, on_field, on_row, r);
+    csv_free(&p);
+    assert_int_equal(r->row, 6);
+    assert_string_equal(r->cell[0][0], "layer");
+    assert_string_equal(r->cell[0][11], "done");
+    for (int i = 0; i < 5; i++) {
+        assert_string_equal(r->cell[i + 1][0], names[i]);
+        assert_string_equal(r->cell[i + 1][1], rows[i].op);
+        assert_string_equal(r->cell[i + 1][2], ql_prec_name(rows[i].precision));
+        assert_true(fabs(strtod(r->cell[i + 1][3], NULL) - (3.5 + i * 0.125) / 4) < 1e-9);
+        if (i == 1)
+            assert_string_equal(r->cell[i + 1][5], "inf"); /* sqnr with no noise */
+        assert_true(fabs(strtod(r->cell[i + 1][6], NULL) - 0.25 * i) < 1e-9);
+        assert_string_equal(r->cell[i + 1][8], i == 4 ? "" : "0.75");
+        assert_true(fabs(strtod(r->cell[i + 1][9], NULL) - (30.0 + i)) < 1e-9);
+        if (i == 0)
+            assert_string_equal(r->cell[i + 1][10], "");
+        else
+            assert_true(fabs(strtod(r->cell[i + 1][10], NULL) - 0.1 * i) < 1e-9);
+        assert_string_equal(r->cell[i + 1][11], i == 4 ? "0" : "1");
+    }
+    free(r);
+}
+
+/* ---- planted sensitivity ------------------------------------------------------------ */
+
+static int planted_layer = -1;
+
+/* A Conv+Relu layer whose output only a Conv reads: output channel 0 of
+ * its weight and bias times 100, the reader's input channel 0 times 1/100.
+ * Through the Relu the function is the same; the activation range is not. */
+static int plant(fixture *f)
+{
+    ql_graph *g = f->m->graph;
+    const ql_qnet *q = f->q;
+    for (int l = 0; l < q->n_layers && planted_layer < 0; l++) {
+        const ql_qlayer *L = &q->layers[l];
+        if (strcmp(g->nodes[L->node].op_type, "Conv") || L->act_node < 0 || L->bias_value < 0 ||
+            g->values[L->out_value].n_consumers != 1)
+            continue;
+        for (int k = 0; k < q->n_layers; k++) {
+            const ql_qlayer *C = &q->layers[k];
+            const ql_node *n = &g->nodes[C->node];
+            if (strcmp(n->op_type, "Conv") || n->in[0] != L->out_value || C->weight_value < 0)
+                continue;
+            ql_tensor *w = g->values[L->weight_value].constant;
+            ql_tensor *b = g->values[L->bias_value].constant;
+            ql_tensor *w2 = g->values[C->weight_value].constant;
+            int64_t per = ql_tensor_numel(w) / w->dims[0];
+            for (int64_t i = 0; i < per; i++)
+                ((float *)w->data)[i] *= 100.0f;
+            ((float *)b->data)[0] *= 100.0f;
+            int64_t inner = ql_tensor_numel(w2) / (w2->dims[0] * w2->dims[1]);
+            for (int64_t o = 0; o < w2->dims[0]; o++)
+                for (int64_t i = 0; i < inner; i++)
+                    ((float *)w2->data)[(o * w2->dims[1]) * inner + i] *= 0.01f;
+            planted_layer = l;
+            break;
+        }
+    }
+    ql_error err = {{0}};
+    if (planted_layer < 0 || ql_graph_prepare(g, &err) != QL_OK) {
+        fprintf(stderr, "plant: %s\n", planted_layer < 0 ? "no Conv+Relu->Conv" : err.msg);
+        return -1;
+    }
+    return 0;
+}
+
+static ql_metrics compare(fixture *f, const ql_qconfig *c)
+{
+    ql_error err = {{0}};
+    ql_qsim *sim = NULL;
+    ql_metrics m;
+    assert_int_equal(ql_qsim_build(f->q, c, &sim, &err), QL_OK);
+    ql_eval_opts eo = {.batch = BATCH, .n_threads = 2};
+    assert_int_equal(ql_eval_compare(f->m, &sim->plan, f->eval, f->labels, N_SAMPLES, &eo, &m,
+                                     NULL, &err),
+                     QL_OK);
+    ql_qsim_free(sim);
+    return m;
+}
+
+static ql_tensor *float_logits(fixture *f)
+{
+    ql_error err = {{0}};
+    ql_exec *x = NULL;
+    ql_exec_opts xo = {.n_threads = 2};
+    assert_int_equal(ql_exec_new(f->m->graph, &xo, &x, &err), QL_OK);
+    ql_tensor in = ql_dataset_batch(f->eval, 0, N_SAMPLES);
+    const ql_tensor *inp = &in;
+    ql_tensor *outs[4] = {0};
+    assert_int_equal(ql_exec_run(x, &inp, outs, &err), QL_OK);
+    ql_exec_free(x);
+    return outs[0];
+}
+
+static void test_planted(void **state)
+{
+    fixture *plain = *state, *f = calloc(1, sizeof *f);
+    ql_error err = {{0}};
+    assert_int_equal(load(f, plant), 0);
+    const char *name = f->q->layers[planted_layer].name;
+
+    /* the plant preserves the function: logits within 1e-4 relative */
+    ql_tensor *a = float_logits(plain), *b = float_logits(f);
+    float amax = 0;
+    for (int64_t i = 0; i < ql_tensor_numel(a); i++)
+        amax = fmaxf(amax, fabsf(((float *)a->data)[i]));
+    assert_int_equal(tu_first_mismatch(a->data, b->data, ql_tensor_numel(a), 0.0f, 1e-4f * amax), -1);
+    ql_tensor_free(a);
+    ql_tensor_free(b);
+
+    ql_sens_table *t = analyse(f, f->c, QL_SENS_SINGLE, 2, false, 0);
+    ql_sens_table_sort(t, QL_SM_COSINE);
+    print_message("planted '%s': first '%s' (cosine %.6f), second '%s' (cosine %.6f)\n", name,
+                  t->rows[0].name, ql_metrics_cosine(&t->rows[0].m), t->rows[1].name,
+                  ql_metrics_cosine(&t->rows[1].m));
+    assert_string_equal(t->rows[0].name, name);
+    ql_sens_table_free(t);
+
+    /* target: what the plain model reaches; the planted one falls short */
+    ql_metrics mp = compare(plain, plain->c), mf = compare(f, f->c);
+    ql_target tg;
+    char spec[64];
+    snprintf(spec, sizeof spec, "cosine>=%.6f", ql_metrics_cosine(&mp) - 1e-6);
+    assert_int_equal(ql_target_parse(spec, &tg, &err), QL_OK);
+    assert_true(ql_target_met(&tg, &mp));
+    assert_false(ql_target_met(&tg, &mf));
+    ql_autoprec_result res;
+    ql_sens_opts so = {.n_threads = 2, .batch = BATCH};
+    if (ql_autoprec(f->m, f->q, f->c, f->stats, f->ps, f->eval, f->labels, &tg, true, &so, &res,
+                    &err) != QL_OK)
+        fail_msg("autoprec: %s", err.msg);
+    print_message("autoprec: %d steps, met %d\n", res.n_steps, res.met);
+    assert_true(res.n_steps >= 1);
+    assert_int_equal(res.steps[0].layer, planted_layer);
+    assert_int_equal(res.steps[0].to, QL_PREC_INT16);
+    assert_true(res.met);
+    assert_true(ql_target_met(&tg, &res.steps[res.n_steps - 1].after));
+    /* the config carries the override with its reason, and encodings that fit */
+    ql_qsettings s = ql_qconfig_layer_settings(f->c, name);
+    assert_int_equal(s.precision, QL_PREC_INT16);
+    bool reason = false;
+    for (int i = 0; i < f->c->n_layers; i++)
+        if (!strcmp(f->c->layers[i].name, name))
+            reason = f->c->layers[i].reason && !strncmp(f->c->layers[i].reason, "autoprec: ", 10);
+    assert_true(reason);
+    ql_metrics after = compare(f, f->c);
+    assert_memory_equal(&after, &res.steps[res.n_steps - 1].after, sizeof after);
+    ql_autoprec_result_clear(&res);
+    unload(f);
+}
+
+static void test_targets(void **state)
+{
+    (void)state;
+    ql_error err = {{0}};
+    ql_target t;
+    assert_int_equal(ql_target_parse("top1_drop<=0.2", &t, &err), QL_OK);
+    assert_string_equal(t.metric, "top1_drop");
+    assert_false(t.at_least);
+    assert_true(t.value == 0.2);
+    ql_metrics m = {.n = 1000, .labelled = 1000, .correct_ref = 900, .correct_q = 898};
+    assert_true(ql_target_met(&t, &m)); /* 0.2 points */
+    m.correct_q = 897;
+    assert_false(ql_target_met(&t, &m));
+    m.labelled = 0;
+    assert_false(ql_target_met(&t, &m)); /* no labels: never met */
+    assert_int_equal(ql_target_parse(" cosine >= 0.999 ", &t, &err), QL_OK);
+    assert_true(t.at_least && t.value == 0.999 && !strcmp(t.metric, "cosine"));
+    assert_int_not_equal(ql_target_parse("cosine=0.9", &t, &err), QL_OK);
+    assert_int_not_equal(ql_target_parse("accuracy>=0.9", &t, &err), QL_OK);
+    assert_int_not_equal(ql_target_parse("cosine>=x", &t, &err), QL_OK);
+    assert_int_not_equal(ql_target_parse("cosine>=", &t, &err), QL_OK);
+    ql_sens_mode md;
+    assert_true(ql_sens_mode_parse("all-but", &md) && md == QL_SENS_ALL_BUT);
+    assert_false(ql_sens_mode_parse("allbut", &md));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_targets),
+        cmocka_unit_test(test_csv_round_trip),
+        cmocka_unit_test_setup_teardown(test_incremental_is_brute_force, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_matches_reference, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_planted, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
