@@ -57,6 +57,10 @@ quickstart() {
     ./build/qlens info "$ex/fmnist_resnet.onnx"
     say "qlens eval (float) on 1000 Fashion-MNIST test images"
     ./build/qlens eval "$ex/fmnist_resnet.onnx" --data "$ex/eval.npy" --labels "$ex/eval_labels.npy"
+    say "qlens run $ex/quickstart.qls: calibrate, eval, sensitivity, raise the worst layer, save"
+    mkdir -p build/quickstart
+    ./build/qlens run "$ex/quickstart.qls" --var OUT=build/quickstart
+    say "written: build/quickstart/quickstart.json, quickstart_sensitivity.csv, quickstart_layers.csv"
 }
 
 check() {
