@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "engine/calibrate.h"
 #include "engine/evaluate.h"
@@ -48,6 +49,19 @@ int main(int argc, char **argv)
         else {
             fprintf(stderr, "qlens-calib-bench: unknown argument '%s'\n", argv[i]);
             return 2;
+        }
+    }
+    /* the plugins of the build tree this program belongs to */
+    if (!getenv("QLENS_PLUGIN_PATH")) {
+        char exe[4096], dir[4200];
+        ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+        if (len > 0) {
+            exe[len] = '\0';
+            char *slash = strrchr(exe, '/');
+            if (slash)
+                *slash = '\0';
+            snprintf(dir, sizeof dir, "%s/../plugins/.libs", exe);
+            setenv("QLENS_PLUGIN_PATH", dir, 1);
         }
     }
     ql_error err = {{0}};
