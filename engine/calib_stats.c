@@ -11,6 +11,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "outfile.h"
+
 #define HALF (QL_HIST_BINS / 2)
 #define LOG2_HALF 12 /* 2^12 = HALF */
 
@@ -443,9 +445,6 @@ ql_status ql_calib_stats_save(const ql_calib_stats *s, const char *path, ql_erro
 {
     ql_status st = QL_OK;
     buf b = {0};
-    char *tmp = NULL;
-    int fd = -1;
-    FILE *f = NULL;
 
     put(&b, STATS_MAGIC, 8);
     put_u32(&b, STATS_VERSION);
@@ -488,53 +487,9 @@ ql_status ql_calib_stats_save(const ql_calib_stats *s, const char *path, ql_erro
         goto cleanup;
     }
 
-    /* Temporary file in the same folder, renamed when complete. */
-    size_t pl = strlen(path);
-    tmp = malloc(pl + 16);
-    if (!tmp) {
-        st = ql_fail(err, QL_ERR_NOMEM, "%s: out of memory", path);
-        goto cleanup;
-    }
-    memcpy(tmp, path, pl);
-    memcpy(tmp + pl, ".tmp.XXXXXX", 12);
-    fd = mkstemp(tmp);
-    if (fd < 0) {
-        st = ql_fail(err, QL_ERR_IO, "%s: cannot create a temporary file: %s", path,
-                     strerror(errno));
-        goto cleanup;
-    }
-    f = fdopen(fd, "wb");
-    if (!f) {
-        st = ql_fail(err, QL_ERR_IO, "%s: %s", tmp, strerror(errno));
-        goto cleanup;
-    }
-    fd = -1;
-    if (fwrite(b.p, 1, b.n, f) != b.n || fflush(f) != 0) {
-        st = ql_fail(err, QL_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
-        goto cleanup;
-    }
-    int rc = fclose(f);
-    f = NULL;
-    if (rc != 0) {
-        st = ql_fail(err, QL_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
-        goto cleanup;
-    }
-    if (rename(tmp, path) != 0) {
-        st = ql_fail(err, QL_ERR_IO, "%s: cannot rename %s: %s", path, tmp, strerror(errno));
-        goto cleanup;
-    }
-    free(tmp);
-    tmp = NULL;
+    st = ql_write_file_atomic(path, b.p, b.n, err);
 
 cleanup:
-    if (f)
-        fclose(f);
-    if (fd >= 0)
-        close(fd);
-    if (tmp) {
-        unlink(tmp);
-        free(tmp);
-    }
     free(b.p);
     return st;
 }

@@ -10,6 +10,7 @@
 #include <zlib.h>
 
 #include "dataset.h"
+#include "outfile.h"
 
 /* .npy and IDX data are copied as stored, little-endian; a big-endian host
  * would need byte swaps everywhere, so refuse to build rather than misread. */
@@ -448,43 +449,6 @@ ql_status ql_npy_load(const char *path, ql_tensor **out, ql_error *err)
     return st;
 }
 
-/* ---------------------------------------------------------------------------
- * .npy writing (version 1.0, what numpy writes for ordinary arrays)
- * ------------------------------------------------------------------------- */
-
-static int write_all(int fd, const void *p, size_t n)
-{
-    const char *c = p;
-    while (n) {
-        ssize_t w = write(fd, c, n < ZSLICE ? n : ZSLICE);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        c += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-/* mkstemp makes files 0600; the result should get the mode any new file
- * gets. umask() cannot be read without setting it (racy with other threads),
- * so read it from /proc, assuming the common 022 where that is missing. */
-static mode_t current_umask(void)
-{
-    mode_t um = 022;
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f)
-        return um;
-    char line[256];
-    while (fgets(line, sizeof line, f))
-        if (!strncmp(line, "Umask:", 6)) {
-            um = (mode_t)strtoul(line + 6, NULL, 8) & 0777;
-            break;
-        }
-    fclose(f);
-    return um;
-}
 
 ql_status ql_npy_save(const char *path, const ql_tensor *t, ql_error *err)
 {
@@ -492,8 +456,6 @@ ql_status ql_npy_save(const char *path, const ql_tensor *t, ql_error *err)
         [QL_F32] = "<f4", [QL_U8] = "|u1",  [QL_I8] = "|i1",  [QL_I16] = "<i2",
         [QL_I32] = "<i4", [QL_I64] = "<i8", [QL_BOOL] = "|b1"};
     ql_status st = QL_OK;
-    char *tmpl = NULL;
-    int fd = -1;
     if ((unsigned)t->dtype >= QL_DTYPE_COUNT || !descr[t->dtype] || t->ndim < 0 ||
         t->ndim > QL_MAX_DIMS)
         return ql_fail(err, QL_ERR_ARG, "%s: cannot save a tensor of this type or rank", path);
@@ -520,40 +482,15 @@ ql_status ql_npy_save(const char *path, const ql_tensor *t, ql_error *err)
     memset(hdr + hl, ' ', pad);
     hdr[hlen - 1] = '\n';
 
-    size_t plen = strlen(path);
-    if (!(tmpl = malloc(plen + sizeof ".tmpXXXXXX")))
-        return ql_fail(err, QL_ERR_NOMEM, "%s: out of memory", path);
-    memcpy(tmpl, path, plen);
-    memcpy(tmpl + plen, ".tmpXXXXXX", sizeof ".tmpXXXXXX");
-    if ((fd = mkstemp(tmpl)) < 0) {
-        st = ql_fail(err, QL_ERR_IO, "%s: cannot create a temporary file: %s", path,
-                     strerror(errno));
-        free(tmpl);
+    ql_outfile o;
+    size_t nb = ql_tensor_nbytes(t);
+    if ((st = ql_outfile_open(&o, path, err)) != QL_OK)
+        return st;
+    if (fwrite(pre, 1, sizeof pre, o.f) != sizeof pre || fwrite(hdr, 1, hlen, o.f) != hlen ||
+        (nb && fwrite(t->data, 1, nb, o.f) != nb)) {
+        st = ql_fail(err, QL_ERR_IO, "%s: write failed: %s", path, strerror(errno));
+        ql_outfile_abort(&o);
         return st;
     }
-    size_t nb = ql_tensor_nbytes(t);
-    if (fchmod(fd, 0666 & ~current_umask()) != 0 || write_all(fd, pre, sizeof pre) != 0 ||
-        write_all(fd, hdr, hlen) != 0 || (nb && write_all(fd, t->data, nb) != 0) ||
-        fsync(fd) != 0) {
-        st = ql_fail(err, QL_ERR_IO, "%s: write failed: %s", path, strerror(errno));
-        goto cleanup;
-    }
-    int rc = close(fd);
-    fd = -1;
-    if (rc != 0) {
-        st = ql_fail(err, QL_ERR_IO, "%s: write failed: %s", path, strerror(errno));
-        goto cleanup;
-    }
-    if (rename(tmpl, path) != 0) {
-        st = ql_fail(err, QL_ERR_IO, "%s: cannot rename the temporary file into place: %s", path,
-                     strerror(errno));
-        goto cleanup;
-    }
-cleanup:
-    if (fd >= 0)
-        close(fd);
-    if (st != QL_OK)
-        unlink(tmpl);
-    free(tmpl);
-    return st;
+    return ql_outfile_commit(&o, err);
 }

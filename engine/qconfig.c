@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "outfile.h"
 #include "qconfig_priv.h"
 
 #define QL_PREC_NAME_(e, s, b) s,
@@ -589,81 +590,13 @@ char *ql_qconfig_to_json(const ql_qconfig *c, ql_error *err)
     return b.p;
 }
 
-/* ---------------------------------------------------------------------------
- * Files
- * ------------------------------------------------------------------------- */
-
-static int write_all(int fd, const char *p, size_t n)
-{
-    while (n) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-/* As in npy.c: mkstemp makes 0600 files; give the result the mode a new
- * file gets, reading the umask from /proc (umask() would have to set it). */
-static mode_t current_umask(void)
-{
-    mode_t um = 022;
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f)
-        return um;
-    char line[256];
-    while (fgets(line, sizeof line, f))
-        if (!strncmp(line, "Umask:", 6)) {
-            um = (mode_t)strtoul(line + 6, NULL, 8) & 0777;
-            break;
-        }
-    fclose(f);
-    return um;
-}
 
 ql_status ql_qconfig_save(const ql_qconfig *c, const char *path, ql_error *err)
 {
-    ql_status st = QL_OK;
-    char *tmpl = NULL, *json = ql_qconfig_to_json(c, err);
-    int fd = -1;
+    char *json = ql_qconfig_to_json(c, err);
     if (!json)
         return ql_fail_prefix(err, QL_ERR_ARG, "%s", path);
-    size_t plen = strlen(path);
-    if (!(tmpl = malloc(plen + sizeof ".tmpXXXXXX"))) {
-        st = ql_fail(err, QL_ERR_NOMEM, "%s: out of memory", path);
-        goto cleanup;
-    }
-    memcpy(tmpl, path, plen);
-    memcpy(tmpl + plen, ".tmpXXXXXX", sizeof ".tmpXXXXXX");
-    if ((fd = mkstemp(tmpl)) < 0) {
-        st = ql_fail(err, QL_ERR_IO, "%s: cannot create a temporary file: %s", path,
-                     strerror(errno));
-        free(tmpl);
-        tmpl = NULL;
-        goto cleanup;
-    }
-    if (fchmod(fd, 0666 & ~current_umask()) != 0 || write_all(fd, json, strlen(json)) != 0 ||
-        fsync(fd) != 0) {
-        st = ql_fail(err, QL_ERR_IO, "%s: write failed: %s", path, strerror(errno));
-        goto cleanup;
-    }
-    int rc = close(fd);
-    fd = -1;
-    if (rc != 0)
-        st = ql_fail(err, QL_ERR_IO, "%s: write failed: %s", path, strerror(errno));
-    else if (rename(tmpl, path) != 0)
-        st = ql_fail(err, QL_ERR_IO, "%s: cannot rename the temporary file into place: %s",
-                     path, strerror(errno));
-cleanup:
-    if (fd >= 0)
-        close(fd);
-    if (st != QL_OK && tmpl)
-        unlink(tmpl);
-    free(tmpl);
+    ql_status st = ql_write_file_atomic(path, json, strlen(json), err);
     free(json);
     return st;
 }

@@ -11,6 +11,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "outfile.h"
+
 #define MODE_NAME_(e, s, h) s,
 static const char *const mode_names[] = {QL_SENS_MODE_LIST(MODE_NAME_)};
 #undef MODE_NAME_
@@ -119,24 +121,11 @@ static void put_num(FILE *f, double v, bool have)
 
 ql_status ql_sens_table_write_csv(const ql_sens_table *t, const char *path, ql_error *err)
 {
-    size_t n = strlen(path);
-    char *tmp = malloc(n + 16);
-    if (!tmp)
-        return ql_fail(err, QL_ERR_NOMEM, "out of memory");
-    snprintf(tmp, n + 16, "%s.tmpXXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        ql_status st = ql_fail(err, QL_ERR_IO, "%s: %s", path, strerror(errno));
-        free(tmp);
+    ql_outfile o;
+    ql_status st = ql_outfile_open(&o, path, err);
+    if (st != QL_OK)
         return st;
-    }
-    FILE *f = fdopen(fd, "w");
-    if (!f) {
-        close(fd);
-        unlink(tmp);
-        free(tmp);
-        return ql_fail(err, QL_ERR_IO, "%s: %s", path, strerror(errno));
-    }
+    FILE *f = o.f;
     fputs("layer,op,precision,cosine,mse,sqnr_db,max_abs,top1_agree,top1,local_sqnr_db,"
           "weight_share,done\n",
           f);
@@ -153,17 +142,7 @@ ql_status ql_sens_table_write_csv(const ql_sens_table *t, const char *path, ql_e
         put_num(f, r->weight_share, any);
         fprintf(f, ",%d\n", r->done ? 1 : 0);
     }
-    bool bad = ferror(f) != 0;
-    bad |= fflush(f) != 0 || fsync(fileno(f)) != 0;
-    bad |= fclose(f) != 0;
-    if (bad || rename(tmp, path) != 0) {
-        ql_status st = ql_fail(err, QL_ERR_IO, "%s: %s", path, strerror(errno ? errno : EIO));
-        unlink(tmp);
-        free(tmp);
-        return st;
-    }
-    free(tmp);
-    return QL_OK;
+    return ql_outfile_commit(&o, err);
 }
 
 /* ---- targets ------------------------------------------------------------------- */

@@ -5,33 +5,7 @@ set -u
 : "${QLENS:?}" "${QLENS_SRCDIR:?}"
 ex="$QLENS_SRCDIR/examples/fmnist"
 fx="$QLENS_SRCDIR/tests/data"
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-pass=0
-fail=0
-
-ok() { pass=$((pass + 1)); echo "PASS $1"; }
-ko() { fail=$((fail + 1)); echo "FAIL $1"; [ -f "$tmp/err" ] && sed 's/^/  stderr: /' "$tmp/err"; }
-
-# expect_fail NAME PATTERN CMD...: non-zero exit and stderr matching PATTERN
-expect_fail() {
-    name=$1 pat=$2
-    shift 2
-    if "$@" >"$tmp/out" 2>"$tmp/err"; then
-        ko "$name (exit 0)"
-    elif grep -q -- "$pat" "$tmp/err"; then
-        ok "$name"
-    else
-        ko "$name (message did not match: $pat)"
-    fi
-}
-
-# expect_ok NAME CMD...
-expect_ok() {
-    name=$1
-    shift
-    if "$@" >"$tmp/out" 2>"$tmp/err"; then ok "$name"; else ko "$name (exit $?)"; fi
-}
+. "$QLENS_SRCDIR/tests/e2e_lib.sh"
 
 # --- basics -------------------------------------------------------------------
 expect_ok "version" "$QLENS" --version

@@ -5,13 +5,7 @@
 # refused (wrong ABI version, not a plugin, shadowed), with their reasons.
 set -u
 : "${QLENS:?}" "${QLENS_SRCDIR:?}" "${QLENS_BUILDDIR:?}"
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-pass=0
-fail=0
-
-ok() { pass=$((pass + 1)); echo "PASS $1"; }
-ko() { fail=$((fail + 1)); echo "FAIL $1"; [ -f "$tmp/err" ] && sed 's/^/  stderr: /' "$tmp/err"; }
+. "$QLENS_SRCDIR/tests/e2e_lib.sh"
 
 # run NAME WANT_EXIT CMD...: the exit status must be WANT_EXIT
 run() {

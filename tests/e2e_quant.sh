@@ -8,30 +8,7 @@ set -u
 : "${QLENS:?}" "${QLENS_SRCDIR:?}"
 ex="$QLENS_SRCDIR/examples/fmnist"
 model="$ex/fmnist_resnet.onnx"
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); echo "PASS $1"; }
-ko() { fail=$((fail + 1)); echo "FAIL $1"; [ -f "$tmp/err" ] && sed 's/^/  stderr: /' "$tmp/err"; }
-expect_ok() {
-    name=$1
-    shift
-    if "$@" >"$tmp/out" 2>"$tmp/err"; then ok "$name"; else ko "$name (exit $?)"; fi
-}
-expect_fail() {
-    name=$1 pat=$2
-    shift 2
-    if "$@" >"$tmp/out" 2>"$tmp/err"; then
-        ko "$name (exit 0)"
-    elif grep -q -- "$pat" "$tmp/err"; then
-        ok "$name"
-    else
-        ko "$name (message did not match: $pat)"
-    fi
-}
-# json_num KEY < json: the number after "KEY": (null -> empty)
-json_num() { sed -n "s/.*\"$1\":\\([-0-9.eE+]*\\).*/\\1/p"; }
+. "$QLENS_SRCDIR/tests/e2e_lib.sh"
 
 # --- int8 per-channel, each activation algorithm, within 0.5% of float ------
 for algo in kl percentile mse minmax; do

@@ -8,17 +8,7 @@
 set -u
 : "${QLENS:?}" "${QLENS_SRCDIR:?}"
 ex="$QLENS_SRCDIR/examples/fmnist"
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); echo "PASS $1"; }
-ko() { fail=$((fail + 1)); echo "FAIL $1"; [ -f "$tmp/err" ] && sed 's/^/  stderr: /' "$tmp/err"; }
-expect_ok() {
-    name=$1
-    shift
-    if "$@" >"$tmp/out" 2>"$tmp/err"; then ok "$name"; else ko "$name (exit $?)"; fi
-}
+. "$QLENS_SRCDIR/tests/e2e_lib.sh"
 # expect_status NAME STATUS STDERR-LINE CMD...: exit status and the exact first stderr line
 expect_status() {
     name=$1 want=$2 msg=$3
