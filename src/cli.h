@@ -1,7 +1,16 @@
-/* Subcommands of the qlens program. Each parses its own options and calls
- * the engine; nothing here computes anything the engine could. */
+/* Subcommands of the qlens program. Each parses its own options, turns
+ * them into command lines of the session language (qlens-script(5)), runs
+ * them on a new session and prints the session's results; nothing here
+ * computes anything a command could. */
 #ifndef QL_CLI_H
 #define QL_CLI_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "progress.h"
+#include "session.h"
 
 int cmd_info(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
@@ -16,22 +25,12 @@ int cli_parse_int(const char *cmd, const char *opt, const char *s, long min, lon
                   long *out);
 void cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* cli_common.c */
-#include <stdbool.h>
-#include <stdint.h>
-
-#include "engine/dataset.h"
-#include "engine/onnx.h"
-#include "progress.h"
+/* ---- cli_common.c ---- */
 
 /* Set by Ctrl-C (cli_catch_interrupt); the engine polls it to cancel. */
 extern volatile int cli_cancel_flag;
 void cli_catch_interrupt(void);
-/* Loads and checks data (and labels when labels_path is set) for m's one input. */
-ql_status cli_load_data(const ql_model *m, const char *data, const char *labels_path,
-                        int64_t limit, ql_dataset **d, int64_t **labels, int64_t *n_labels,
-                        ql_error *err);
-/* A progress bar per phase, for ql_calib_progress_fn; returns false after Ctrl-C. */
+/* A progress bar per phase, for session_progress_fn; returns false after Ctrl-C. */
 typedef struct cli_phases {
     char label[160];
     progress bar;
@@ -40,5 +39,35 @@ bool cli_phase_progress(void *user, const char *phase, int64_t done, int64_t tot
 void cli_phases_finish(cli_phases *p);
 /* Log callback: "qlens CMD: msg" on stderr; user is the command name. */
 void cli_log(void *user, const char *msg);
+
+/* A subcommand's session: progress bars on stderr (drawn on a terminal),
+ * engine notes as "qlens CMD: ...", Ctrl-C cancelling through the session. */
+typedef struct cli_session {
+    const char *cmd;  /* the subcommand, for messages */
+    session *s;
+    FILE *quiet;      /* where the output of unshown commands goes */
+    cli_phases phases;
+} cli_session;
+/* threads and batch <= 0: the defaults. Prints the error and returns 1 on failure. */
+int cli_session_open(cli_session *c, const char *cmd, long threads, long batch, bool timings);
+void cli_session_close(cli_session *c);
+
+/* One command line, as words (quoted when run). */
+typedef struct cli_line {
+    int n;
+    const char *w[32];
+} cli_line;
+/* Appends words, up to a NULL. */
+void cli_words(cli_line *l, ...) __attribute__((sentinel));
+/* Appends "key val" when val is set. */
+void cli_opt(cli_line *l, const char *key, const char *val);
+/* Runs the line on the session; its output goes to stdout when show, else
+ * nowhere. On failure prints "qlens CMD: reason" (the reason without the
+ * command's name) and returns the status. */
+ql_status cli_exec(cli_session *c, const cli_line *l, bool show);
+/* Runs "load MODEL". */
+ql_status cli_load(cli_session *c, const char *model);
+/* The exit status for a failed command: 130 when cancelled, else 1. */
+int cli_fail_rc(ql_status st);
 
 #endif

@@ -1,13 +1,16 @@
-/* Helpers shared by the subcommands: loading a model with its data and
- * labels (with the checks every command needs), phase progress bars, and
- * Ctrl-C turned into the engine's cancel flag. */
+/* Helpers shared by the subcommands: the session a subcommand runs its
+ * command lines on, phase progress bars, and Ctrl-C turned into the
+ * session's cancel flag. */
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "cli.h"
+#include "command.h"
+#include "script.h"
 
 volatile int cli_cancel_flag;
 
@@ -26,47 +29,6 @@ void cli_catch_interrupt(void)
     sa.sa_handler = on_sigint;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
-}
-
-ql_status cli_load_data(const ql_model *m, const char *data, const char *labels_path,
-                        int64_t limit, ql_dataset **d, int64_t **labels, int64_t *n_labels,
-                        ql_error *err)
-{
-    ql_status st;
-    *d = NULL;
-    if (labels)
-        *labels = NULL;
-    if (m->graph->n_inputs != 1)
-        return ql_fail(err, QL_ERR_UNSUPPORTED, "%s: a model with one input is needed (it has %d)",
-                       m->path, m->graph->n_inputs);
-    if ((st = ql_dataset_load(data, limit, d, err)) != QL_OK)
-        return st;
-    if ((st = ql_dataset_conform(*d, &m->graph->values[m->graph->inputs[0]], err)) != QL_OK)
-        goto fail;
-    if (!labels_path)
-        return QL_OK;
-    if ((st = ql_labels_load(labels_path, limit, labels, n_labels, err)) != QL_OK)
-        goto fail;
-    if (*n_labels != (*d)->n) {
-        st = ql_fail(err, QL_ERR_DATA, "%s has %lld labels but %s has %lld samples", labels_path,
-                     (long long)*n_labels, data, (long long)(*d)->n);
-        goto fail;
-    }
-    for (int64_t i = 0; i < *n_labels; i++)
-        if ((*labels)[i] < 0) {
-            st = ql_fail(err, QL_ERR_DATA, "%s: label %lld is negative", labels_path,
-                         (long long)i);
-            goto fail;
-        }
-    return QL_OK;
-fail:
-    ql_dataset_free(*d);
-    *d = NULL;
-    if (labels) {
-        free(*labels);
-        *labels = NULL;
-    }
-    return st;
 }
 
 bool cli_phase_progress(void *user, const char *phase, int64_t done, int64_t total)
@@ -94,4 +56,108 @@ void cli_log(void *user, const char *msg)
 {
     const char *cmd = user;
     fprintf(stderr, "qlens %s: %s\n", cmd, msg);
+}
+
+/* ---------------------------------------------------------------------------
+ * Sessions of subcommands
+ * ------------------------------------------------------------------------- */
+
+int cli_session_open(cli_session *c, const char *cmd, long threads, long batch, bool timings)
+{
+    ql_error err = {{0}};
+    memset(c, 0, sizeof *c);
+    c->cmd = cmd;
+    /* results the wrapper prints itself come from the session state; the
+     * commands' own reports of the other lines go here */
+    if (!(c->quiet = fopen("/dev/null", "w"))) {
+        cli_error(cmd, "/dev/null: cannot open");
+        return 1;
+    }
+    cli_catch_interrupt();
+    session_opts so = {.out = c->quiet, .n_threads = (int)threads, .batch = batch,
+                       .progress = cli_phase_progress, .progress_user = &c->phases,
+                       .log = cli_log, .log_user = (void *)cmd, .cancel = &cli_cancel_flag,
+                       .timings = timings};
+    if (session_new(&so, &c->s, &err) != QL_OK) {
+        cli_error(cmd, "%s", err.msg);
+        return 1;
+    }
+    return 0;
+}
+
+void cli_session_close(cli_session *c)
+{
+    cli_phases_finish(&c->phases);
+    session_free(c->s);
+    c->s = NULL;
+    if (c->quiet)
+        fclose(c->quiet);
+    c->quiet = NULL;
+}
+
+void cli_words(cli_line *l, ...)
+{
+    va_list ap;
+    va_start(ap, l);
+    for (const char *w; (w = va_arg(ap, const char *));) {
+        /* lines are built from a fixed number of options: more is a bug */
+        if (l->n >= (int)(sizeof l->w / sizeof l->w[0]))
+            abort();
+        l->w[l->n++] = w;
+    }
+    va_end(ap);
+}
+
+void cli_opt(cli_line *l, const char *key, const char *val)
+{
+    if (val)
+        cli_words(l, key, val, (const char *)NULL);
+}
+
+ql_status cli_exec(cli_session *c, const cli_line *l, bool show)
+{
+    ql_error err = {{0}};
+    ql_status st;
+    char *line = script_join(l->n, (char *const *)l->w);
+    if (!line) {
+        st = ql_fail(&err, QL_ERR_NOMEM, "out of memory");
+    } else {
+        session_set_out(c->s, show ? stdout : c->quiet);
+        st = session_exec(c->s, line, &err);
+        session_set_out(c->s, c->quiet);
+        free(line);
+    }
+    if (show)
+        fflush(stdout);
+    if (st == QL_OK)
+        return QL_OK;
+    cli_phases_finish(&c->phases);
+    /* "NAME: reason" -> "reason": the user wrote options, not commands */
+    int nw = 0;
+    const command_def *def = command_lookup(l->n, (char *const *)l->w, &nw);
+    const char *msg = err.msg;
+    size_t len = def ? strlen(def->name) : 0;
+    if (def && !strncmp(msg, def->name, len) && msg[len] == ':' && msg[len + 1] == ' ')
+        msg += len + 2;
+    cli_error(c->cmd, "%s", msg);
+    return st;
+}
+
+int cli_fail_rc(ql_status st)
+{
+    return st == QL_ERR_CANCELLED || cli_cancel_flag ? 130 : 1;
+}
+
+ql_status cli_load(cli_session *c, const char *model)
+{
+    cli_line l = {0};
+    char buf[4096];
+    int nw = 0;
+    cli_words(&l, "load", model, (const char *)NULL);
+    /* a model file named like a load subcommand ("config") needs a path */
+    if (command_lookup(l.n, (char *const *)l.w, &nw) && nw > 1 && !strchr(model, '/')) {
+        snprintf(buf, sizeof buf, "./%s", model);
+        l.w[1] = buf;
+    }
+    return cli_exec(c, &l, false);
 }

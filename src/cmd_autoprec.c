@@ -1,18 +1,13 @@
-/* `qlens autoprec`: raise the most sensitive layers to int16 or float until
- * the model meets a target, and write the config with those overrides. */
+/* `qlens autoprec`: the session lines `load`, `load config`, `data eval`,
+ * `load stats` (or statistics collected on the data), `autoprec` and
+ * `save config`; the steps are printed from the session's result. Exit
+ * status 3 when the target is not met. */
 #include <getopt.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
-#include "engine/sensitivity.h"
-
-/* Nash marches; until march data files exist every one costs a layer by
- * its MACs. */
-static const char *const marches[] = {"nash-b-lite", "nash-b", "nash-b-plus", "nash-e",
-                                      "nash-m",      "nash-h", "nash-p"};
 
 static void autoprec_usage(FILE *f)
 {
@@ -38,15 +33,10 @@ static void autoprec_usage(FILE *f)
             "  -n, --limit N       use only the first N samples\n"
             "  -t, --threads T     worker threads (default: number of cores)\n"
             "  -b, --batch B       batch size (default 32)\n"
-            "  -h, --help          show this help\n");
-}
-
-static bool on_progress(void *user, int64_t done, int64_t total)
-{
-    progress *p = user;
-    p->total = total > 0 ? total : 1;
-    progress_update(p, done);
-    return !cli_cancel_flag;
+            "  -h, --help          show this help\n\n"
+            "The same as the qlens-script(5) lines: load MODEL; load config C;\n"
+            "data eval D [labels L] [limit N]; load stats S (or data calib D\n"
+            "[limit N]; collect stats); autoprec TARGET ...; save config FILE.\n");
 }
 
 int cmd_autoprec(int argc, char **argv)
@@ -63,8 +53,7 @@ int cmd_autoprec(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     const char *data = NULL, *config = NULL, *target_s = NULL, *out = NULL, *labels_path = NULL;
-    const char *march = NULL, *stats_path = NULL;
-    bool prefer_int16 = true;
+    const char *march = NULL, *stats_path = NULL, *prefer = NULL, *limit_s = NULL;
     long limit = 0, threads = 0, batch = 0;
     int c;
     optind = 1;
@@ -81,22 +70,15 @@ int cmd_autoprec(int argc, char **argv)
                 cli_error("autoprec", "option --prefer: '%s' is not int16 or float", optarg);
                 return 2;
             }
-            prefer_int16 = strcmp(optarg, "int16") == 0;
+            prefer = optarg;
             break;
         case OPT_MARCH:
-            march = optarg;
-            for (size_t i = 0; i < sizeof marches / sizeof marches[0] && march; i++)
-                if (strcmp(optarg, marches[i]) == 0)
-                    march = NULL;
-            if (march) {
-                cli_error("autoprec", "option --march: unknown march '%s'", optarg);
-                return 2;
-            }
-            march = optarg;
+            march = optarg; /* checked by the command */
             break;
         case 'n':
             if (cli_parse_int("autoprec", "--limit", optarg, 1, 1L << 40, &limit))
                 return 2;
+            limit_s = optarg;
             break;
         case 't':
             if (cli_parse_int("autoprec", "--threads", optarg, 1, 256, &threads))
@@ -118,82 +100,64 @@ int cmd_autoprec(int argc, char **argv)
         cli_error("autoprec", "--data, --config, --target and -o are required");
         return 2;
     }
-
-    int rc = 1;
+    /* a target that cannot hold without labels fails before any work */
     ql_error err = {{0}};
     ql_target target;
-    ql_model *m = NULL;
-    ql_dataset *d = NULL;
-    int64_t *labels = NULL, n_labels = 0;
-    ql_qconfig *cfg = NULL;
-    ql_qnet *q = NULL;
-    ql_plugins *ps = NULL;
-    ql_calib_stats *stats = NULL;
-    ql_autoprec_result res = {0};
-    progress bar;
-    memset(&bar, 0, sizeof bar);
-
-    if (ql_target_parse(target_s, &target, &err) != QL_OK)
-        goto fail;
+    if (ql_target_parse(target_s, &target, &err) != QL_OK) {
+        cli_error("autoprec", "%s", err.msg);
+        return 1;
+    }
     if ((!strcmp(target.metric, "top1") || !strcmp(target.metric, "top1_drop")) && !labels_path) {
-        ql_fail(&err, QL_ERR_ARG, "target %s needs --labels", target.metric);
-        goto fail;
+        cli_error("autoprec", "target %s needs --labels", target.metric);
+        return 1;
     }
-    if (ql_model_load(argv[optind], &m, &err) != QL_OK || ql_plugins_scan(&ps, &err) != QL_OK)
-        goto fail;
-    if (ql_qconfig_load(config, &cfg, &err) != QL_OK || ql_qnet_build(m->graph, &q, &err) != QL_OK ||
-        ql_qconfig_check(cfg, m, q, config, &err) != QL_OK)
-        goto fail;
-    if (cli_load_data(m, data, labels_path, limit, &d, &labels, &n_labels, &err) != QL_OK)
-        goto fail;
-    cli_catch_interrupt();
+
+    cli_session cs;
+    ql_status st;
+    int rc = 1;
+    if (cli_session_open(&cs, "autoprec", threads, batch, false) != 0)
+        goto done;
+    cli_line cl = {0}, dl = {0}, sl = {0}, sl2 = {0}, al = {0}, ol = {0};
+    cli_words(&cl, "load", "config", config, (const char *)NULL);
+    cli_words(&dl, "data", "eval", data, (const char *)NULL);
+    cli_opt(&dl, "labels", labels_path);
+    cli_opt(&dl, "limit", limit_s);
     if (stats_path) {
-        if (ql_calib_stats_load(stats_path, &stats, &err) != QL_OK)
-            goto fail;
-        if (stats->model_fingerprint != m->fingerprint) {
-            ql_fail(&err, QL_ERR_ARG, "%s: the statistics were collected on another model",
-                    stats_path);
-            goto fail;
-        }
-    } else {
-        ql_calib_opts co = {.n_threads = (int)threads, .batch = batch, .cancel = &cli_cancel_flag};
-        if (ql_calib_collect(m, q, d, &co, &stats, &err) != QL_OK)
-            goto fail;
+        cli_words(&sl, "load", "stats", stats_path, (const char *)NULL);
+    } else { /* statistics of the same samples */
+        cli_words(&sl, "data", "calib", data, (const char *)NULL);
+        cli_opt(&sl, "limit", limit_s);
+        cli_words(&sl2, "collect", "stats", (const char *)NULL);
     }
-    progress_start(&bar, "all-but sensitivity", 1);
-    ql_sens_opts so = {.mode = QL_SENS_ALL_BUT, .n_threads = (int)threads, .batch = batch,
-                       .progress = on_progress, .progress_user = &bar,
-                       .cancel = &cli_cancel_flag, .march = march};
-    ql_status st = ql_autoprec(m, q, cfg, stats, ps, d, labels, &target, prefer_int16, &so, &res,
-                               &err);
-    progress_finish(&bar);
-    if (st != QL_OK)
+    cli_words(&al, "autoprec", target_s, (const char *)NULL);
+    cli_opt(&al, "prefer", prefer);
+    cli_opt(&al, "march", march);
+    cli_words(&ol, "save", "config", out, (const char *)NULL);
+    const cli_line *lines[] = {&cl, &dl, &sl, &sl2, &al, &ol};
+    if ((st = cli_load(&cs, argv[optind])) != QL_OK)
         goto fail;
-    printf("before: %s %.6g\n", target.metric, ql_target_value(&target, &res.before));
-    for (int i = 0; i < res.n_steps; i++) {
-        const ql_autoprec_step *s = &res.steps[i];
-        printf("step %d: %-32s %s -> %-5s %s %.6g\n", i + 1, q->layers[s->layer].name,
-               ql_prec_name(s->from), ql_prec_name(s->to), target.metric,
-               ql_target_value(&target, &s->after));
+    for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++)
+        if (lines[i]->n && (st = cli_exec(&cs, lines[i], false)) != QL_OK)
+            goto fail;
+    cli_phases_finish(&cs.phases);
+
+    const ses_autoprec *a = cs.s->cur.autoprec;
+    const ql_qnet *q = cs.s->cur.model->q;
+    printf("before: %s %.6g\n", a->target.metric, ql_target_value(&a->target, &a->r.before));
+    for (int i = 0; i < a->r.n_steps; i++) {
+        const ql_autoprec_step *p = &a->r.steps[i];
+        printf("step %d: %-32s %s -> %-5s %s %.6g\n", i + 1, q->layers[p->layer].name,
+               ql_prec_name(p->from), ql_prec_name(p->to), a->target.metric,
+               ql_target_value(&a->target, &p->after));
     }
-    if (ql_qconfig_save(cfg, out, &err) != QL_OK)
-        goto fail;
+    fflush(stdout);
     fprintf(stderr, "qlens autoprec: target %s %s after %d step%s -> %s\n", target_s,
-            res.met ? "met" : "NOT met", res.n_steps, res.n_steps == 1 ? "" : "s", out);
-    rc = res.met ? 0 : 3;
+            a->r.met ? "met" : "NOT met", a->r.n_steps, a->r.n_steps == 1 ? "" : "s", out);
+    rc = a->r.met ? 0 : 3;
     goto done;
 fail:
-    cli_error("autoprec", "%s", err.msg);
-    if (cli_cancel_flag)
-        rc = 130;
+    rc = cli_fail_rc(st);
 done:
-    ql_autoprec_result_clear(&res);
-    ql_calib_stats_free(stats);
-    ql_plugins_free(ps);
-    ql_qnet_free(q);
-    ql_qconfig_free(cfg);
-    free(labels);
-    ql_dataset_free(d);
-    ql_model_free(m);
+    cli_session_close(&cs);
     return rc;
 }

@@ -1,13 +1,13 @@
-/* `qlens calibrate`: one statistics pass over calibration data, encodings
- * through the chosen algorithm plugins, and the quant config written
- * atomically. */
+/* `qlens calibrate`: the session lines `load`, [`load config BASE`],
+ * [`data calib`], [`load stats`], `calibrate`, [`save stats`] and
+ * `save config`; a failed run writes nothing. */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
-#include "engine/calibrate.h"
+#include "command.h"
 
 static void calibrate_usage(FILE *f)
 {
@@ -35,7 +35,10 @@ static void calibrate_usage(FILE *f)
             "      --stats-in S      reuse statistics saved by --stats-out (no pass over D\n"
             "                        for activations; D is still needed by adaround)\n"
             "      --stats-out S     save the statistics\n"
-            "  -h, --help            show this help\n");
+            "  -h, --help            show this help\n\n"
+            "The same as the qlens-script(5) lines: load MODEL; [load config BASE];\n"
+            "[data calib D [limit N]]; [load stats S]; calibrate [algo A] ...;\n"
+            "[save stats S]; save config FILE.\n");
 }
 
 int cmd_calibrate(int argc, char **argv)
@@ -59,7 +62,8 @@ int cmd_calibrate(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     const char *data = NULL, *out = NULL, *algo = NULL, *walgo = NULL, *base = NULL;
-    const char *stats_in = NULL, *stats_out = NULL;
+    const char *stats_in = NULL, *stats_out = NULL, *limit_s = NULL, *wbits_s = NULL;
+    const char *abits_s = NULL;
     long wbits = 0, abits = 0, limit = 0, batch = 0, threads = 0;
     int per_tensor = 0, c;
     optind = 1;
@@ -76,6 +80,7 @@ int cmd_calibrate(int argc, char **argv)
         case OPT_WBITS:
             if (cli_parse_int("calibrate", "--weight-bits", optarg, 2, 16, &wbits))
                 return 2;
+            wbits_s = optarg;
             break;
         case OPT_ABITS:
             if (cli_parse_int("calibrate", "--act-bits", optarg, 8, 16, &abits))
@@ -84,10 +89,12 @@ int cmd_calibrate(int argc, char **argv)
                 cli_error("calibrate", "option --act-bits: '%s' is not 8 or 16", optarg);
                 return 2;
             }
+            abits_s = optarg;
             break;
         case 'n':
             if (cli_parse_int("calibrate", "--limit", optarg, 1, 1L << 40, &limit))
                 return 2;
+            limit_s = optarg;
             break;
         case 'b':
             if (cli_parse_int("calibrate", "--batch", optarg, 1, 1 << 20, &batch))
@@ -114,112 +121,56 @@ int cmd_calibrate(int argc, char **argv)
         return 2;
     }
 
+
+    cli_session cs;
+    ql_status st;
     int rc = 1;
-    ql_error err = {{0}};
-    ql_model *m = NULL;
-    ql_dataset *d = NULL;
-    ql_plugins *ps = NULL;
-    ql_qconfig *cfg = NULL;
-    ql_qnet *q = NULL;
-    ql_calib_stats *stats = NULL;
-    cli_phases phases;
-    memset(&phases, 0, sizeof phases);
     double t0 = progress_now();
-
-    if (ql_model_load(argv[optind], &m, &err) != QL_OK)
-        goto fail;
-    if (ql_plugins_scan(&ps, &err) != QL_OK)
-        goto fail;
-    if (base) {
-        if (ql_qconfig_load(base, &cfg, &err) != QL_OK)
-            goto fail;
-    } else if (!(cfg = ql_qconfig_new())) {
-        ql_fail(&err, QL_ERR_NOMEM, "out of memory");
-        goto fail;
+    if (cli_session_open(&cs, "calibrate", threads, batch, false) != 0)
+        goto done;
+    cli_line bl = {0}, dl = {0}, sl = {0}, cl = {0}, ol = {0}, wl = {0};
+    if (base)
+        cli_words(&bl, "load", "config", base, (const char *)NULL);
+    if (data) {
+        cli_words(&dl, "data", "calib", data, (const char *)NULL);
+        cli_opt(&dl, "limit", limit_s);
     }
-    if (ql_qnet_build(m->graph, &q, &err) != QL_OK)
-        goto fail;
-    if (base && ql_qconfig_check(cfg, m, q, base, &err) != QL_OK)
-        goto fail;
-    /* validate and canonicalise the algorithms before any work */
-    const char *specs[2] = {algo ? algo : cfg->defaults.act_algo,
-                            walgo ? walgo : cfg->defaults.weight_algo};
-    char *dst[2] = {cfg->defaults.act_algo, cfg->defaults.weight_algo};
-    const qlp_kind kinds[2] = {QLP_KIND_ACTIVATION, QLP_KIND_WEIGHT};
-    for (int i = 0; i < 2; i++) {
-        ql_algo a;
-        char canon[QL_ALGO_MAX];
-        if (ql_algo_parse(ps, specs[i], kinds[i], &a, &err) != QL_OK) {
-            ql_fail_prefix(&err, QL_ERR_ARG, "%s", i ? "--weight-algo" : "--algo");
-            goto fail;
-        }
-        ql_algo_format(&a, canon, sizeof canon);
-        snprintf(dst[i], QL_ALGO_MAX, "%s", canon);
-    }
-    for (int i = 0; i < cfg->n_layers; i++) {
-        ql_qlayer_cfg *L = &cfg->layers[i];
-        if ((L->s.mask & QL_QS_ACT_ALGO) &&
-            ql_algo_parse(ps, L->s.act_algo, QLP_KIND_ACTIVATION, &(ql_algo){0}, &err) != QL_OK) {
-            ql_fail_prefix(&err, QL_ERR_ARG, "%s: layers.\"%s\".act_algo", base, L->name);
-            goto fail;
-        }
-        if ((L->s.mask & QL_QS_WEIGHT_ALGO) &&
-            ql_algo_parse(ps, L->s.weight_algo, QLP_KIND_WEIGHT, &(ql_algo){0}, &err) != QL_OK) {
-            ql_fail_prefix(&err, QL_ERR_ARG, "%s: layers.\"%s\".weight_algo", base, L->name);
-            goto fail;
-        }
-    }
-    if (wbits)
-        cfg->defaults.weight_bits = (int)wbits;
-    if (abits)
-        cfg->defaults.precision = abits == 16 ? QL_PREC_INT16 : QL_PREC_INT8;
+    if (stats_in)
+        cli_words(&sl, "load", "stats", stats_in, (const char *)NULL);
+    cli_words(&cl, "calibrate", (const char *)NULL);
+    cli_opt(&cl, "algo", algo);
+    cli_opt(&cl, "weight-algo", walgo);
+    cli_opt(&cl, "weight-bits", wbits_s);
+    cli_opt(&cl, "act-bits", abits_s ? (abits == 16 ? "16" : "8") : NULL);
     if (per_tensor)
-        cfg->defaults.per_channel = false;
+        cli_words(&cl, "per-tensor", (const char *)NULL);
+    if (stats_out)
+        cli_words(&ol, "save", "stats", stats_out, (const char *)NULL);
+    cli_words(&wl, "save", "config", out, (const char *)NULL);
+    const cli_line *lines[] = {&bl, &dl, &sl, &cl, &ol, &wl};
+    if ((st = cli_load(&cs, argv[optind])) != QL_OK)
+        goto fail;
+    for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++)
+        if (lines[i]->n && (st = cli_exec(&cs, lines[i], false)) != QL_OK)
+            goto fail;
+    cli_phases_finish(&cs.phases);
 
-    if (data && cli_load_data(m, data, NULL, limit, &d, NULL, NULL, &err) != QL_OK)
-        goto fail;
-    cli_catch_interrupt();
-    ql_calib_opts co = {.n_threads = (int)threads, .batch = batch,
-                        .progress = cli_phase_progress, .progress_user = &phases,
-                        .log = cli_log, .log_user = "calibrate", .cancel = &cli_cancel_flag};
-    if (stats_in) {
-        if (ql_calib_stats_load(stats_in, &stats, &err) != QL_OK)
-            goto fail;
-        if (stats->model_fingerprint != m->fingerprint) {
-            ql_fail(&err, QL_ERR_ARG, "%s: the statistics were collected on another model",
-                    stats_in);
-            goto fail;
-        }
-    } else if (ql_calib_collect(m, q, d, &co, &stats, &err) != QL_OK) {
-        goto fail;
-    }
-    if (stats_out && ql_calib_stats_save(stats, stats_out, &err) != QL_OK)
-        goto fail;
-    if (ql_calib_encode(m, q, cfg, stats, ps, d, &co, &err) != QL_OK)
-        goto fail;
-    cli_phases_finish(&phases);
-    if (ql_qconfig_save(cfg, out, &err) != QL_OK)
-        goto fail;
+    const session *s = cs.s;
+    const ql_qnet *q = s->cur.model->q;
+    const ql_qconfig *cfg = s->cur.cfg;
     int n_w = 0;
     for (int i = 0; i < q->n_layers; i++)
-        n_w += q->layers[i].weight_value >= 0 &&
-               ql_qnet_layer_prec(q, cfg, i) != QL_PREC_FLOAT;
+        n_w += q->layers[i].weight_value >= 0 && ql_qnet_layer_prec(q, cfg, i) != QL_PREC_FLOAT;
     fprintf(stderr,
             "qlens calibrate: %lld samples, %d layers (%d weighted), %d encodings "
             "(act %s, weights %s), %.2f s -> %s\n",
-            (long long)stats->samples, q->n_layers, n_w, cfg->n_tensors, cfg->defaults.act_algo,
-            cfg->defaults.weight_algo, progress_now() - t0, out);
+            (long long)s->cur.stats->s->samples, q->n_layers, n_w, cfg->n_tensors,
+            cfg->defaults.act_algo, cfg->defaults.weight_algo, progress_now() - t0, out);
     rc = 0;
     goto done;
 fail:
-    cli_phases_finish(&phases);
-    cli_error("calibrate", "%s", err.msg);
+    rc = cli_fail_rc(st);
 done:
-    ql_calib_stats_free(stats);
-    ql_qnet_free(q);
-    ql_qconfig_free(cfg);
-    ql_plugins_free(ps);
-    ql_dataset_free(d);
-    ql_model_free(m);
+    cli_session_close(&cs);
     return rc;
 }

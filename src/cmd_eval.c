@@ -1,5 +1,6 @@
-/* `qlens eval`: runs the float model over a dataset; top-1 accuracy with
- * labels, and throughput. */
+/* `qlens eval`: the session lines `load`, `data eval`, then `eval float`,
+ * or `load config` and `eval` with a quant config; the text report is the
+ * eval command's, --json is made from the session's last eval. */
 #include <cjson/cJSON.h>
 #include <getopt.h>
 #include <math.h>
@@ -8,9 +9,6 @@
 #include <string.h>
 
 #include "cli.h"
-#include "engine/evaluate.h"
-#include "engine/qsim.h"
-#include "progress.h"
 
 static void eval_usage(FILE *f)
 {
@@ -28,14 +26,9 @@ static void eval_usage(FILE *f)
             "  -b, --batch B     batch size (default 32; a fixed-batch model uses its own)\n"
             "  -t, --threads T   worker threads (default: number of cores)\n"
             "      --json        print one JSON object\n"
-            "  -h, --help        show this help\n");
-}
-
-static bool on_progress(void *user, int64_t done, int64_t total)
-{
-    (void)total;
-    progress_update(user, done);
-    return true;
+            "  -h, --help        show this help\n\n"
+            "The same as the qlens-script(5) lines: load MODEL; data eval D [labels L]\n"
+            "[limit N]; then eval float, or load config C; eval.\n");
 }
 
 static void json_metric(cJSON *o, const char *key, double v, int have)
@@ -46,76 +39,43 @@ static void json_metric(cJSON *o, const char *key, double v, int have)
         cJSON_AddNullToObject(o, key);
 }
 
-/* Float vs fake-quant under a config. */
-static int eval_quant(ql_model *m, const char *config, const ql_dataset *d,
-                      const int64_t *labels, int64_t n_labels, long batch, long threads,
-                      int json)
+static int print_json(const session *s, const char *data, const char *config)
 {
-    ql_error err = {{0}};
-    ql_qconfig *cfg = NULL;
-    ql_qnet *q = NULL;
-    ql_qsim *sim = NULL;
-    ql_metrics mt;
-    double secs = 0;
-    int rc = 1;
-    progress bar;
-    if (ql_qconfig_load(config, &cfg, &err) != QL_OK || ql_qnet_build(m->graph, &q, &err) != QL_OK ||
-        ql_qconfig_check(cfg, m, q, config, &err) != QL_OK)
-        goto fail;
-    if (ql_qsim_build(q, cfg, &sim, &err) != QL_OK) {
-        ql_fail_prefix(&err, QL_ERR_ARG, "%s", config);
-        goto fail;
-    }
-    progress_start(&bar, "eval", d->n);
-    ql_eval_opts eo = {.batch = batch, .n_threads = (int)threads, .progress = on_progress,
-                       .progress_user = &bar};
-    ql_status st = ql_eval_compare(m, &sim->plan, d, labels, n_labels, &eo, &mt, &secs, &err);
-    progress_finish(&bar);
-    if (st != QL_OK)
-        goto fail;
-    double n = (double)mt.n, sq = ql_metrics_sqnr_db(&mt);
-    if (json) {
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "model", m->path);
+    const ses_eval *e = &s->cur.last_eval;
+    const ql_metrics *m = &e->m;
+    double n = (double)m->n;
+    cJSON *o = cJSON_CreateObject();
+    if (!o)
+        return -1;
+    cJSON_AddStringToObject(o, "model", s->cur.model->m->path);
+    if (e->float_only) {
+        cJSON_AddStringToObject(o, "data", data);
+        cJSON_AddNumberToObject(o, "n", n);
+        json_metric(o, "correct", (double)m->correct_ref, e->labels);
+        json_metric(o, "top1_float", (double)m->correct_ref / n, e->labels);
+        cJSON_AddNumberToObject(o, "batch", (double)e->batch);
+        cJSON_AddNumberToObject(o, "threads", e->threads);
+        cJSON_AddNumberToObject(o, "seconds", e->seconds);
+        cJSON_AddNumberToObject(o, "samples_per_second", e->seconds > 0 ? n / e->seconds : 0.0);
+    } else {
         cJSON_AddStringToObject(o, "config", config);
         cJSON_AddNumberToObject(o, "n", n);
-        json_metric(o, "top1_float", (double)mt.correct_ref / n, labels != NULL);
-        json_metric(o, "top1_quant", (double)mt.correct_q / n, labels != NULL);
-        cJSON_AddNumberToObject(o, "agree", ql_metrics_agree(&mt));
-        cJSON_AddNumberToObject(o, "cosine", ql_metrics_cosine(&mt));
-        json_metric(o, "sqnr_db", sq, 1);
-        cJSON_AddNumberToObject(o, "mse", ql_metrics_mse(&mt));
-        cJSON_AddNumberToObject(o, "max_abs", mt.max_abs);
-        cJSON_AddNumberToObject(o, "seconds", secs);
-        char *s = cJSON_PrintUnformatted(o);
-        printf("%s\n", s);
-        free(s);
-        cJSON_Delete(o);
-    } else {
-        printf("model:       %s\n", m->path);
-        printf("config:      %s\n", config);
-        printf("samples:     %lld\n", (long long)mt.n);
-        if (labels) {
-            printf("top-1 float: %.4f (%lld/%lld)\n", (double)mt.correct_ref / n,
-                   (long long)mt.correct_ref, (long long)mt.n);
-            printf("top-1 quant: %.4f (%lld/%lld)\n", (double)mt.correct_q / n,
-                   (long long)mt.correct_q, (long long)mt.n);
-        }
-        printf("agreement:   %.4f\n", ql_metrics_agree(&mt));
-        printf("cosine:      %.6f\n", ql_metrics_cosine(&mt));
-        printf("SQNR:        %.2f dB\n", sq);
-        printf("MSE:         %.6g (max abs %.6g)\n", ql_metrics_mse(&mt), mt.max_abs);
-        printf("time:        %.3f s\n", secs);
+        json_metric(o, "top1_float", (double)m->correct_ref / n, e->labels);
+        json_metric(o, "top1_quant", (double)m->correct_q / n, e->labels);
+        cJSON_AddNumberToObject(o, "agree", ql_metrics_agree(m));
+        cJSON_AddNumberToObject(o, "cosine", ql_metrics_cosine(m));
+        json_metric(o, "sqnr_db", ql_metrics_sqnr_db(m), 1);
+        cJSON_AddNumberToObject(o, "mse", ql_metrics_mse(m));
+        cJSON_AddNumberToObject(o, "max_abs", m->max_abs);
+        cJSON_AddNumberToObject(o, "seconds", e->seconds);
     }
-    rc = 0;
-    goto done;
-fail:
-    cli_error("eval", "%s", err.msg);
-done:
-    ql_qsim_free(sim);
-    ql_qnet_free(q);
-    ql_qconfig_free(cfg);
-    return rc;
+    char *text = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (!text)
+        return -1;
+    printf("%s\n", text);
+    free(text);
+    return 0;
 }
 
 int cmd_eval(int argc, char **argv)
@@ -127,18 +87,19 @@ int cmd_eval(int argc, char **argv)
         {"config", required_argument, NULL, 'c'},
         {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
     };
-    const char *data = NULL, *labels_path = NULL, *config = NULL;
+    const char *data = NULL, *labels = NULL, *config = NULL, *limit_s = NULL;
     long limit = 0, batch = 0, threads = 0;
     int json = 0, c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "d:l:c:n:b:t:h", opts, NULL)) != -1) {
         switch (c) {
         case 'd': data = optarg; break;
-        case 'l': labels_path = optarg; break;
+        case 'l': labels = optarg; break;
         case 'c': config = optarg; break;
         case 'n':
             if (cli_parse_int("eval", "--limit", optarg, 1, 1L << 40, &limit))
                 return 2;
+            limit_s = optarg;
             break;
         case 'b':
             if (cli_parse_int("eval", "--batch", optarg, 1, 1 << 20, &batch))
@@ -162,76 +123,37 @@ int cmd_eval(int argc, char **argv)
         return 2;
     }
 
+    cli_session cs;
+    ql_status st;
     int rc = 1;
-    ql_error err = {{0}};
-    ql_model *m = NULL;
-    ql_dataset *d = NULL;
-    int64_t *labels = NULL, n_labels = 0;
-    ql_eval_result res = {0};
-    progress bar;
-
-    if (ql_model_load(argv[optind], &m, &err) != QL_OK)
-        goto fail;
-    if (cli_load_data(m, data, labels_path, limit, &d, &labels, &n_labels, &err) != QL_OK)
-        goto fail;
-    if (config) {
-        rc = eval_quant(m, config, d, labels, n_labels, batch, threads, json);
+    if (cli_session_open(&cs, "eval", threads, batch, true) != 0)
         goto done;
-    }
-    progress_start(&bar, "eval", d->n);
-    ql_eval_opts eo = {.batch = batch, .n_threads = (int)threads, .progress = on_progress,
-                       .progress_user = &bar};
-    ql_status st = ql_eval_float(m, d, labels, n_labels, &eo, &res, &err);
-    progress_finish(&bar);
-    if (st != QL_OK)
+    cli_line dl = {0}, cl = {0}, el = {0};
+    cli_words(&dl, "data", "eval", data, (const char *)NULL);
+    cli_opt(&dl, "labels", labels);
+    cli_opt(&dl, "limit", limit_s);
+    if (config)
+        cli_words(&cl, "load", "config", config, (const char *)NULL);
+    cli_words(&el, "eval", config ? NULL : "float", (const char *)NULL);
+    if ((st = cli_load(&cs, argv[optind])) != QL_OK || (st = cli_exec(&cs, &dl, false)) != QL_OK ||
+        (config && (st = cli_exec(&cs, &cl, false)) != QL_OK))
         goto fail;
-    if (labels)
-        for (int64_t i = 0; i < n_labels; i++)
-            if (labels[i] >= res.n_classes) {
-                ql_fail(&err, QL_ERR_DATA, "%s: label %lld is %lld but the model has %lld classes",
-                        labels_path, (long long)i, (long long)labels[i], (long long)res.n_classes);
-                goto fail;
-            }
-
-    double top1 = labels ? (double)res.correct / (double)res.n : 0.0;
-    double sps = res.seconds > 0 ? (double)res.n / res.seconds : 0.0;
-    if (json) {
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "model", m->path);
-        cJSON_AddStringToObject(o, "data", data);
-        cJSON_AddNumberToObject(o, "n", (double)res.n);
-        if (labels) {
-            cJSON_AddNumberToObject(o, "correct", (double)res.correct);
-            cJSON_AddNumberToObject(o, "top1_float", top1);
-        } else {
-            cJSON_AddNullToObject(o, "correct");
-            cJSON_AddNullToObject(o, "top1_float");
-        }
-        cJSON_AddNumberToObject(o, "batch", (double)res.batch);
-        cJSON_AddNumberToObject(o, "threads", res.threads);
-        cJSON_AddNumberToObject(o, "seconds", res.seconds);
-        cJSON_AddNumberToObject(o, "samples_per_second", sps);
-        char *s = cJSON_PrintUnformatted(o);
-        printf("%s\n", s);
-        free(s);
-        cJSON_Delete(o);
-    } else {
-        printf("model:      %s\n", m->path);
-        printf("samples:    %lld (batch %lld, %d threads)\n", (long long)res.n,
-               (long long)res.batch, res.threads);
-        if (labels)
-            printf("top-1:      %.4f (%lld/%lld correct)\n", top1, (long long)res.correct,
-                   (long long)res.n);
-        printf("time:       %.3f s (%.1f samples/s)\n", res.seconds, sps);
+    if (!json) {
+        printf("model:        %s\n", argv[optind]);
+        if (config)
+            printf("config:       %s\n", config);
+    }
+    if ((st = cli_exec(&cs, &el, !json)) != QL_OK)
+        goto fail;
+    if (json && print_json(cs.s, data, config) != 0) {
+        cli_error("eval", "out of memory");
+        goto done;
     }
     rc = 0;
     goto done;
 fail:
-    cli_error("eval", "%s", err.msg);
+    rc = cli_fail_rc(st);
 done:
-    ql_eval_result_clear(&res);
-    free(labels);
-    ql_dataset_free(d);
-    ql_model_free(m);
+    cli_session_close(&cs);
     return rc;
 }

@@ -1,5 +1,7 @@
-/* `qlens sensitivity`: per-layer sensitivity of a quantized model, printed
- * worst first and optionally written as CSV; Ctrl-C keeps the rows done. */
+/* `qlens sensitivity`: the session lines `load`, `load config`, `data eval`,
+ * `sensitivity ... keep-partial` and `export csv`; the table is the
+ * command's report, --json is made from the session's table. Ctrl-C keeps
+ * the rows done (exit status 130). */
 #include <cjson/cJSON.h>
 #include <getopt.h>
 #include <math.h>
@@ -8,7 +10,6 @@
 #include <string.h>
 
 #include "cli.h"
-#include "engine/sensitivity.h"
 
 static void sensitivity_usage(FILE *f)
 {
@@ -33,19 +34,10 @@ static void sensitivity_usage(FILE *f)
             "      --layer NAME    analyse only this layer\n"
             "  -o, --output FILE   write the table as CSV\n"
             "      --json          print one JSON object instead of the table\n"
-            "  -h, --help          show this help\n");
-}
-
-typedef struct sens_progress {
-    progress bar;
-} sens_progress;
-
-static bool on_progress(void *user, int64_t done, int64_t total)
-{
-    sens_progress *p = user;
-    p->bar.total = total > 0 ? total : 1;
-    progress_update(&p->bar, done);
-    return !cli_cancel_flag;
+            "  -h, --help          show this help\n\n"
+            "The same as the qlens-script(5) lines: load MODEL; load config C;\n"
+            "data eval D [labels L] [limit N]; sensitivity [mode M] [metric S] ...\n"
+            "keep-partial; [export csv FILE].\n");
 }
 
 static void json_num(cJSON *o, const char *key, double v, int have)
@@ -93,35 +85,6 @@ static int print_json(const ql_sens_table *t, const char *model)
     return 0;
 }
 
-static void fmt(char *buf, size_t n, const char *f, double v, bool have)
-{
-    if (!have || isnan(v))
-        snprintf(buf, n, "-");
-    else if (isinf(v))
-        snprintf(buf, n, v > 0 ? "inf" : "-inf");
-    else
-        snprintf(buf, n, f, v);
-}
-
-static void print_table(const ql_sens_table *t)
-{
-    printf("%-4s %-32s %-18s %-5s %10s %9s %8s %8s %9s %7s\n", "rank", "layer", "op", "prec",
-           "cosine", "sqnr_db", "agree", "top1", "local_db", "w_share");
-    for (int i = 0; i < t->n; i++) {
-        const ql_sens_row *r = &t->rows[i];
-        bool have = r->m.n > 0;
-        char c[32], s[32], a[32], t1[32], l[32], w[32];
-        fmt(c, sizeof c, "%.6f", ql_sens_row_metric(r, QL_SM_COSINE), have);
-        fmt(s, sizeof s, "%.2f", ql_sens_row_metric(r, QL_SM_SQNR), have);
-        fmt(a, sizeof a, "%.4f", ql_sens_row_metric(r, QL_SM_TOP1_AGREE), have);
-        fmt(t1, sizeof t1, "%.4f", ql_sens_row_metric(r, QL_SM_TOP1), have);
-        fmt(l, sizeof l, "%.2f", r->local_sqnr_db, have);
-        fmt(w, sizeof w, "%.3f", r->weight_share, have);
-        printf("%-4d %-32.32s %-18.18s %-5s %10s %9s %8s %8s %9s %7s%s\n", i + 1, r->name, r->op,
-               ql_prec_name(r->precision), c, s, a, t1, l, w, r->done ? "" : "  (not done)");
-    }
-}
-
 int cmd_sensitivity(int argc, char **argv)
 {
     enum { OPT_JSON = 256, OPT_CACHE, OPT_LAYER, OPT_BRUTE };
@@ -136,8 +99,9 @@ int cmd_sensitivity(int argc, char **argv)
         {"brute-force", no_argument, NULL, OPT_BRUTE},
         {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
     };
-    const char *data = NULL, *config = NULL, *labels_path = NULL, *out = NULL, *layer = NULL;
-    ql_sens_mode mode = QL_SENS_SINGLE;
+    const char *data = NULL, *config = NULL, *labels = NULL, *out = NULL, *layer = NULL;
+    const char *mode_s = NULL, *metric_s = NULL, *limit_s = NULL, *cache_s = NULL;
+    ql_sens_mode mode;
     ql_sens_metric metric = QL_SM_COSINE;
     long limit = 0, threads = 0, batch = 0, cache_mb = 0;
     int json = 0, brute = 0, c;
@@ -146,7 +110,7 @@ int cmd_sensitivity(int argc, char **argv)
         switch (c) {
         case 'd': data = optarg; break;
         case 'c': config = optarg; break;
-        case 'l': labels_path = optarg; break;
+        case 'l': labels = optarg; break;
         case 'o': out = optarg; break;
         case OPT_JSON: json = 1; break;
         case OPT_LAYER: layer = optarg; break;
@@ -158,16 +122,19 @@ int cmd_sensitivity(int argc, char **argv)
                           optarg);
                 return 2;
             }
+            mode_s = optarg;
             break;
         case 's':
             if (!ql_sens_metric_parse(optarg, &metric)) {
                 cli_error("sensitivity", "option --metric: unknown metric '%s'", optarg);
                 return 2;
             }
+            metric_s = optarg;
             break;
         case 'n':
             if (cli_parse_int("sensitivity", "--limit", optarg, 1, 1L << 40, &limit))
                 return 2;
+            limit_s = optarg;
             break;
         case 't':
             if (cli_parse_int("sensitivity", "--threads", optarg, 1, 256, &threads))
@@ -180,6 +147,7 @@ int cmd_sensitivity(int argc, char **argv)
         case OPT_CACHE:
             if (cli_parse_int("sensitivity", "--cache-mb", optarg, 1, 1L << 24, &cache_mb))
                 return 2;
+            cache_s = optarg;
             break;
         case 'h': sensitivity_usage(stdout); return 0;
         default: sensitivity_usage(stderr); return 2;
@@ -193,53 +161,46 @@ int cmd_sensitivity(int argc, char **argv)
         cli_error("sensitivity", "--data and --config are required");
         return 2;
     }
-    if (metric == QL_SM_TOP1 && !labels_path) {
+    if (metric == QL_SM_TOP1 && !labels) {
         cli_error("sensitivity", "--metric top1 needs --labels");
         return 2;
     }
 
+    cli_session cs;
+    ql_status st;
     int rc = 1;
-    ql_error err = {{0}};
-    ql_model *m = NULL;
-    ql_dataset *d = NULL;
-    int64_t *labels = NULL, n_labels = 0;
-    ql_qconfig *cfg = NULL;
-    ql_qnet *q = NULL;
-    ql_sens_table *t = NULL;
-    sens_progress sp;
-    memset(&sp, 0, sizeof sp);
-
-    if (ql_model_load(argv[optind], &m, &err) != QL_OK)
+    if (cli_session_open(&cs, "sensitivity", threads, batch, false) != 0)
+        goto done;
+    cli_line cl = {0}, dl = {0}, sl = {0}, ol = {0};
+    cli_words(&cl, "load", "config", config, (const char *)NULL);
+    cli_words(&dl, "data", "eval", data, (const char *)NULL);
+    cli_opt(&dl, "labels", labels);
+    cli_opt(&dl, "limit", limit_s);
+    cli_words(&sl, "sensitivity", (const char *)NULL);
+    cli_opt(&sl, "mode", mode_s);
+    cli_opt(&sl, "metric", metric_s);
+    cli_opt(&sl, "layer", layer);
+    cli_opt(&sl, "cache-mb", cache_s);
+    if (brute)
+        cli_words(&sl, "brute-force", (const char *)NULL);
+    cli_words(&sl, "keep-partial", (const char *)NULL);
+    if (out)
+        cli_words(&ol, "export", "csv", out, (const char *)NULL);
+    if ((st = cli_load(&cs, argv[optind])) != QL_OK || (st = cli_exec(&cs, &cl, false)) != QL_OK ||
+        (st = cli_exec(&cs, &dl, false)) != QL_OK || (st = cli_exec(&cs, &sl, !json)) != QL_OK ||
+        (out && (st = cli_exec(&cs, &ol, false)) != QL_OK))
         goto fail;
-    if (ql_qconfig_load(config, &cfg, &err) != QL_OK || ql_qnet_build(m->graph, &q, &err) != QL_OK ||
-        ql_qconfig_check(cfg, m, q, config, &err) != QL_OK)
-        goto fail;
-    if (cli_load_data(m, data, labels_path, limit, &d, &labels, &n_labels, &err) != QL_OK)
-        goto fail;
-    cli_catch_interrupt();
-    progress_start(&sp.bar, "sensitivity", 1);
-    ql_sens_opts so = {.mode = mode, .n_threads = (int)threads, .batch = batch,
-                       .cache_bytes = (int64_t)cache_mb << 20, .brute_force = brute,
-                       .only_layer = layer, .progress = on_progress, .progress_user = &sp,
-                       .cancel = &cli_cancel_flag};
-    ql_status st = ql_sensitivity(m, q, cfg, d, labels, &so, &t, &err);
-    progress_finish(&sp.bar);
-    if (st != QL_OK) {
-        ql_fail_prefix(&err, st, "%s", config);
-        goto fail;
-    }
-    ql_sens_table_sort(t, metric);
-    if (out && ql_sens_table_write_csv(t, out, &err) != QL_OK)
-        goto fail;
-    if (json ? print_json(t, m->path) != 0 : (print_table(t), 0)) {
-        ql_fail(&err, QL_ERR_NOMEM, "out of memory printing the table");
-        goto fail;
+    cli_phases_finish(&cs.phases);
+    const ql_sens_table *t = cs.s->cur.sens->t;
+    if (json && print_json(t, cs.s->cur.model->m->path) != 0) {
+        cli_error("sensitivity", "out of memory printing the table");
+        goto done;
     }
     if (t->partial) {
-        int done = 0;
+        int n_done = 0;
         for (int i = 0; i < t->n; i++)
-            done += t->rows[i].done;
-        fprintf(stderr, "qlens sensitivity: interrupted: %d of %d layers done%s\n", done, t->n,
+            n_done += t->rows[i].done;
+        fprintf(stderr, "qlens sensitivity: interrupted: %d of %d layers done%s\n", n_done, t->n,
                 out ? " (the table marks the rest done=0)" : "");
         rc = 130;
     } else {
@@ -247,13 +208,8 @@ int cmd_sensitivity(int argc, char **argv)
     }
     goto done;
 fail:
-    cli_error("sensitivity", "%s", err.msg);
+    rc = cli_fail_rc(st);
 done:
-    ql_sens_table_free(t);
-    ql_qnet_free(q);
-    ql_qconfig_free(cfg);
-    free(labels);
-    ql_dataset_free(d);
-    ql_model_free(m);
+    cli_session_close(&cs);
     return rc;
 }

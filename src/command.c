@@ -266,6 +266,38 @@ ql_status sc_save_config(session *s, int argc, char **argv, ql_error *err)
     return ql_qconfig_save(s->cur.cfg, argv[0], err);
 }
 
+ql_status sc_load_stats(session *s, int argc, char **argv, ql_error *err)
+{
+    if (argc != 1)
+        return command_usage("load stats", err);
+    ql_status st = command_need_model(s, err);
+    if (st != QL_OK)
+        return st;
+    ql_calib_stats *cs = NULL;
+    if ((st = ql_calib_stats_load(argv[0], &cs, err)) != QL_OK)
+        return st;
+    if (cs->model_fingerprint != s->cur.model->m->fingerprint) {
+        ql_calib_stats_free(cs);
+        return ql_fail(err, QL_ERR_ARG, "%s: the statistics were collected on another model",
+                       argv[0]);
+    }
+    /* they stand for the current calibration data, until new data comes */
+    ses_stats *x = ses_stats_new(cs, s->cur.calib);
+    if (!x)
+        return ql_fail(err, QL_ERR_NOMEM, "out of memory");
+    ses_set(&s->cur.stats, x);
+    return QL_OK;
+}
+
+ql_status sc_save_stats(session *s, int argc, char **argv, ql_error *err)
+{
+    if (argc != 1)
+        return command_usage("save stats", err);
+    if (!s->cur.stats)
+        return ql_fail(err, QL_ERR_ARG, "no calibration statistics (run 'calibrate' first)");
+    return ql_calib_stats_save(s->cur.stats->s, argv[0], err);
+}
+
 ql_status sc_save_script(session *s, int argc, char **argv, ql_error *err)
 {
     if (argc != 1)

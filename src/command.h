@@ -35,19 +35,25 @@ typedef ql_status (*command_fn)(session *s, int argc, char **argv, ql_error *err
       CMDF_CHANGES, sc_calibrate,                                                             \
       "set the given defaults, collect activation statistics (once per calibration data) "     \
       "and compute every encoding")                                                            \
+    X("collect stats", "", CMDF_CHANGES, sc_collect_stats,                                    \
+      "collect activation statistics over the calibration data and leave the encodings as "    \
+      "they are (for autoprec on a loaded config)")                                            \
     X("set", "[layer NAME] FIELD VALUE", CMDF_CHANGES, sc_set,                                \
       "change a default (or one layer's override): precision int8|int16|float, act-algo A, "  \
       "weight-algo W, weight-bits N, per-channel true|false; re-encodes from the statistics")  \
     X("reset", "[layer NAME] [FIELD]", CMDF_CHANGES, sc_reset,                                \
       "remove a layer's override (or one field of it), or restore the built-in defaults")      \
-    X("eval", "", CMDF_CHANGES, sc_eval,                                                      \
-      "run float and fake-quantized models on the evaluation data and compare their outputs")  \
-    X("sensitivity", "[mode M] [metric M] [limit N]", CMDF_CHANGES, sc_sensitivity,           \
+    X("eval", "[float]", CMDF_CHANGES, sc_eval,                                               \
+      "run float and fake-quantized models on the evaluation data and compare their outputs; "  \
+      "with float, only the float model (top-1 with labels)")                                  \
+    X("sensitivity",                                                                         \
+      "[mode M] [metric M] [limit N] [layer NAME] [cache-mb MB] [brute-force] [keep-partial]", \
+      CMDF_CHANGES, sc_sensitivity,                                                           \
       "per-layer sensitivity on the first N evaluation samples, worst first by metric; modes " \
-      "single, all-but, weights, activations")                                                 \
+      "single, all-but, weights, activations; keep-partial keeps the rows done when cancelled") \
     X("autoprec", "TARGET [prefer int16|float] [march M]", CMDF_CHANGES, sc_autoprec,         \
       "raise the most sensitive layers' precision until TARGET holds, e.g. cosine>=0.999 or "  \
-      "top1_drop<=0.5")                                                                        \
+      "top1_drop<=0.5; with march, rank by gain per cost on M")                                \
     X("show layers", "", 0, sc_show_layers, "the layer table with effective settings")        \
     X("show layer", "NAME", 0, sc_show_layer,                                                 \
       "one layer: settings (overridden ones marked), encodings, statistics")                   \
@@ -59,6 +65,10 @@ typedef ql_status (*command_fn)(session *s, int argc, char **argv, ql_error *err
     X("load config", "FILE", CMDF_CHANGES, sc_load_config,                                    \
       "replace the quant config with FILE's (checked against the model)")                      \
     X("save config", "FILE", 0, sc_save_config, "write the quant config as JSON")             \
+    X("load stats", "FILE", CMDF_CHANGES, sc_load_stats,                                      \
+      "use the calibration statistics in FILE (from 'save stats'; checked against the model) "  \
+      "instead of a pass over the calibration data")                                          \
+    X("save stats", "FILE", 0, sc_save_stats, "write the calibration statistics")             \
     X("export csv", "FILE", 0, sc_export_csv, "write the last sensitivity table as CSV")      \
     X("export csv layers", "FILE", 0, sc_export_csv_layers, "write the layer table as CSV")   \
     X("save script", "FILE", CMDF_NOJOURNAL, sc_save_script,                                  \

@@ -77,6 +77,12 @@ void report_eval(FILE *f, const ses_eval *e, bool stale)
     const ql_metrics *m = &e->m;
     double n = m->n > 0 ? (double)m->n : 1.0;
     fprintf(f, "samples:      %lld\n", (long long)m->n);
+    if (e->float_only) {
+        if (e->labels)
+            fprintf(f, "top-1 float:  %.4f (%lld/%lld)\n", (double)m->correct_ref / n,
+                    (long long)m->correct_ref, (long long)m->n);
+        return; /* the float model against itself: nothing to compare */
+    }
     if (e->labels) {
         fprintf(f, "top-1 float:  %.4f (%lld/%lld)\n", (double)m->correct_ref / n,
                 (long long)m->correct_ref, (long long)m->n);
@@ -100,8 +106,9 @@ void report_sensitivity(FILE *f, const ses_sens *x)
         int n = (int)strlen(t->rows[i].name);
         w = n > w ? n : w;
     }
-    fprintf(f, "sensitivity: mode %s, %lld samples, worst first by %s\n",
-            ql_sens_mode_name(t->mode), (long long)t->samples, ql_sens_metric_name(x->metric));
+    fprintf(f, "sensitivity: mode %s, %lld samples, worst first by %s%s\n",
+            ql_sens_mode_name(t->mode), (long long)t->samples, ql_sens_metric_name(x->metric),
+            t->partial ? " (cancelled: partial)" : "");
     fprintf(f, "%3s  %-*s  %-18s %-5s %9s %8s %10s %6s%s %8s %7s\n", "#", w, "layer", "op",
             "prec", "cosine", "sqnr_db", "mse", "agree", t->has_labels ? "   top1" : "",
             "local_db", "w_share");
@@ -114,9 +121,10 @@ void report_sensitivity(FILE *f, const ses_sens *x)
             fprintf(f, " %6.4f", ql_sens_row_metric(r, QL_SM_TOP1));
         fprintf(f, " %8.2f", r->local_sqnr_db);
         if (isnan(r->weight_share))
-            fprintf(f, " %7s\n", "-");
+            fprintf(f, " %7s", "-");
         else
-            fprintf(f, " %7.2f\n", r->weight_share);
+            fprintf(f, " %7.2f", r->weight_share);
+        fprintf(f, "%s\n", r->done ? "" : "  (not done)");
     }
 }
 

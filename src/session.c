@@ -120,6 +120,27 @@ ses_sens *ses_sens_new(ql_sens_table *t, ql_sens_metric metric)
     return x;
 }
 
+static void autoprec_destroy(ses_rc *rc)
+{
+    ses_autoprec *x = (ses_autoprec *)rc;
+    ql_autoprec_result_clear(&x->r);
+    free(x);
+}
+
+ses_autoprec *ses_autoprec_new(const ql_target *target, ql_autoprec_result *r)
+{
+    ses_autoprec *x = calloc(1, sizeof *x);
+    if (!x) {
+        ql_autoprec_result_clear(r);
+        return NULL;
+    }
+    x->rc = (ses_rc){1, autoprec_destroy};
+    x->target = *target;
+    x->r = *r;
+    memset(r, 0, sizeof *r);
+    return x;
+}
+
 /* ---------------------------------------------------------------------------
  * States and snapshots
  * ------------------------------------------------------------------------- */
@@ -131,6 +152,7 @@ static void state_clear(session_state *st)
     ses_release(st->eval);
     ses_release(st->stats);
     ses_release(st->sens);
+    ses_release(st->autoprec);
     ql_qconfig_free(st->cfg);
     memset(st, 0, sizeof *st);
 }
@@ -149,6 +171,7 @@ static ql_status state_copy(session_state *dst, const session_state *src, ql_err
     ses_retain(dst->eval);
     ses_retain(dst->stats);
     ses_retain(dst->sens);
+    ses_retain(dst->autoprec);
     return QL_OK;
 }
 
@@ -350,6 +373,11 @@ ql_status session_run_lines(session *s, const char *const *lines, int n, const c
  * Helpers for handlers
  * ------------------------------------------------------------------------- */
 
+void session_set_out(session *s, FILE *out)
+{
+    s->o.out = out;
+}
+
 FILE *session_out(const session *s)
 {
     return s->o.out ? s->o.out : stdout;
@@ -393,7 +421,8 @@ void session_log(session *s, const char *fmt, ...)
 
 ql_calib_opts session_calib_opts(session *s)
 {
-    return (ql_calib_opts){.n_threads = s->o.n_threads, .progress = calib_progress,
+    return (ql_calib_opts){.n_threads = s->o.n_threads, .batch = s->o.batch,
+                           .progress = calib_progress,
                            .progress_user = s, .log = calib_log, .log_user = s,
                            .cancel = s->o.cancel};
 }

@@ -29,6 +29,7 @@ typedef void (*session_log_fn)(void *user, const char *msg);
 typedef struct session_opts {
     FILE *out;                      /* output of show/eval/echo/help; NULL: stdout */
     int n_threads;                  /* <= 0: online cores (results never depend on it) */
+    int64_t batch;                  /* samples per batch; <= 0: 32 (results never depend on it) */
     session_progress_fn progress;   /* optional */
     void *progress_user;
     session_log_fn log;             /* optional: engine notes for the user */
@@ -70,13 +71,25 @@ typedef struct ses_sens {
     ql_sens_metric metric;
 } ses_sens;
 
-/* The last eval's metrics. */
+/* The last eval's metrics. A float-only eval (`eval float`) fills only
+ * m.n and m.correct_ref. */
 typedef struct ses_eval {
     bool valid;
+    bool float_only;
     ql_metrics m;
     bool labels;
     unsigned cfg_gen;     /* the config generation it was measured on */
+    double seconds;       /* wall time of inference: never printed without timings */
+    int64_t batch;        /* the batch size and threads it ran with */
+    int threads;
 } ses_eval;
+
+/* The last autoprec: its target and the steps taken. */
+typedef struct ses_autoprec {
+    ses_rc rc;
+    ql_target target;
+    ql_autoprec_result r;
+} ses_autoprec;
 
 /* Everything undo restores. */
 typedef struct session_state {
@@ -87,6 +100,7 @@ typedef struct session_state {
     unsigned cfg_gen;     /* bumped by every change of the config */
     ses_eval last_eval;
     ses_sens *sens;
+    ses_autoprec *autoprec;
     int journal_len;      /* journal entries that lead to this state */
 } session_state;
 
@@ -113,6 +127,8 @@ ql_status session_new(const session_opts *o, session **out, ql_error *err);
 void session_free(session *s);
 /* Defines ${NAME} for the command lines that follow. */
 ql_status session_set_var(session *s, const char *name, const char *value, ql_error *err);
+/* Where the output of the commands that follow goes (NULL: stdout). */
+void session_set_out(session *s, FILE *out);
 
 /* Parses and runs one command line. A failing command leaves the session
  * as it was; its message says "COMMAND: reason". */
@@ -137,6 +153,8 @@ ses_model *ses_model_new(ql_model *m, ql_qnet *q);
 ses_data *ses_data_new(ql_dataset *d, int64_t *labels, int64_t n_labels);
 ses_stats *ses_stats_new(ql_calib_stats *st, const ses_data *from);
 ses_sens *ses_sens_new(ql_sens_table *t, ql_sens_metric metric);
+/* Takes over r's steps (r is cleared, also on OOM). */
+ses_autoprec *ses_autoprec_new(const ql_target *target, ql_autoprec_result *r);
 void *ses_retain(void *obj); /* obj may be NULL */
 void ses_release(void *obj); /* obj may be NULL */
 /* Replaces *slot (releasing the old object) with obj, taking over obj's reference. */

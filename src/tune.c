@@ -41,6 +41,7 @@ ql_status sc_load_model(session *s, int argc, char **argv, ql_error *err)
     ses_set(&s->cur.calib, NULL);
     ses_set(&s->cur.eval, NULL);
     ses_set(&s->cur.stats, NULL);
+    ses_set(&s->cur.autoprec, NULL);
     ses_set(&s->cur.sens, NULL);
     s->cur.last_eval.valid = false;
     int weighted = 0;
@@ -135,6 +136,7 @@ ql_status sc_data_eval(session *s, int argc, char **argv, ql_error *err)
         return st;
     ses_set(&s->cur.eval, x);
     ses_set(&s->cur.sens, NULL); /* results of other data */
+    ses_set(&s->cur.autoprec, NULL);
     s->cur.last_eval.valid = false;
     fprintf(session_out(s), "eval: %lld samples%s\n", (long long)x->d->n,
             x->labels ? " with labels" : "");
@@ -156,6 +158,46 @@ static ql_status canon_algo(const session *s, const char *spec, qlp_kind kind, c
     return st;
 }
 
+/* Statistics stand for the current calibration data: collected on it, or
+ * loaded while it was current ('load stats'). */
+static bool stats_usable(const session *s)
+{
+    return s->cur.stats && s->cur.stats->from == s->cur.calib;
+}
+
+/* Collects statistics over the calibration data unless they are usable. */
+static ql_status ensure_stats(session *s, ql_error *err)
+{
+    if (stats_usable(s))
+        return QL_OK;
+    if (!s->cur.calib)
+        return ql_fail(err, QL_ERR_ARG, "no calibration data (use 'data calib PATH')");
+    const ses_model *x = s->cur.model;
+    ql_calib_opts co = session_calib_opts(s);
+    ql_calib_stats *cs = NULL;
+    ql_status st = ql_calib_collect(x->m, x->q, s->cur.calib->d, &co, &cs, err);
+    if (st != QL_OK)
+        return st;
+    ses_stats *ns = ses_stats_new(cs, s->cur.calib);
+    if (!ns)
+        return ql_fail(err, QL_ERR_NOMEM, "out of memory");
+    ses_set(&s->cur.stats, ns);
+    return QL_OK;
+}
+
+ql_status sc_collect_stats(session *s, int argc, char **argv, ql_error *err)
+{
+    (void)argv;
+    ql_status st;
+    if (argc != 0)
+        return command_usage("collect stats", err);
+    if ((st = command_need_model(s, err)) != QL_OK || (st = ensure_stats(s, err)) != QL_OK)
+        return st;
+    fprintf(session_out(s), "stats: %d tensors over %lld samples\n", s->cur.stats->s->n,
+            (long long)s->cur.stats->s->samples);
+    return QL_OK;
+}
+
 ql_status sc_calibrate(session *s, int argc, char **argv, ql_error *err)
 {
     enum { ALGO, WALGO, WBITS, ABITS, PER_TENSOR, PER_CHANNEL, N_OPTS };
@@ -168,7 +210,7 @@ ql_status sc_calibrate(session *s, int argc, char **argv, ql_error *err)
     if ((st = command_need_model(s, err)) != QL_OK ||
         (st = command_parse_opts(argc, argv, o, N_OPTS, err)) != QL_OK)
         return st;
-    if (!s->cur.calib)
+    if (!stats_usable(s) && !s->cur.calib)
         return ql_fail(err, QL_ERR_ARG, "no calibration data (use 'data calib PATH')");
     if (o[PER_TENSOR].at >= 0 && o[PER_CHANNEL].at >= 0)
         return ql_fail(err, QL_ERR_ARG, "per-tensor and per-channel exclude each other");
@@ -196,17 +238,12 @@ ql_status sc_calibrate(session *s, int argc, char **argv, ql_error *err)
 
     const ses_model *x = s->cur.model;
     ql_calib_opts co = session_calib_opts(s);
-    if (!s->cur.stats || s->cur.stats->from != s->cur.calib) {
-        ql_calib_stats *cs = NULL;
-        if ((st = ql_calib_collect(x->m, x->q, s->cur.calib->d, &co, &cs, err)) != QL_OK)
-            return st;
-        ses_stats *ns = ses_stats_new(cs, s->cur.calib);
-        if (!ns)
-            return ql_fail(err, QL_ERR_NOMEM, "out of memory");
-        ses_set(&s->cur.stats, ns);
-    }
-    st = ql_calib_encode(x->m, x->q, s->cur.cfg, s->cur.stats->s, s->plugins, s->cur.calib->d,
-                         &co, err);
+    if ((st = ensure_stats(s, err)) != QL_OK)
+        return st;
+    /* with loaded statistics and no data, an algorithm that needs samples
+     * (adaround) says so */
+    st = ql_calib_encode(x->m, x->q, s->cur.cfg, s->cur.stats->s, s->plugins,
+                         s->cur.calib ? s->cur.calib->d : NULL, &co, err);
     if (st != QL_OK)
         return st;
     s->cur.cfg_gen++;

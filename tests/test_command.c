@@ -275,12 +275,13 @@ static void test_errors_with_model(void **state)
          "sensitivity: mode: 'sideways' is not single, all-but, weights or activations", false},
         {"sensitivity metric speed", "sensitivity: metric: 'speed' is not cosine, mse, "
                                      "sqnr_db, max_abs, top1_agree, top1 or local_sqnr_db", false},
-        {"autoprec cosine>=0.9 march nash-e",
-         "autoprec: march: march descriptions are not available in this version", false},
+        {"autoprec cosine>=0.9 march nash-z",
+         "autoprec: march: unknown march 'nash-z' (expected nash-b-lite, nash-b, nash-b-plus, "
+         "nash-e, nash-m, nash-h or nash-p)", false},
         {"autoprec cosine>=0.9 prefer double", "autoprec: prefer: 'double' is not int16 or float", false},
         {"autoprec speed>=3", "autoprec: ", true},
         {"load config ${EX}/missing.json", "load config: ", true},
-        {"eval now", "eval: takes no arguments", false},
+        {"eval now", "eval: expects [float]", false},
         {"save config ${OUT}/no/such/dir/c.json", "save config: ", true},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)

@@ -330,7 +330,7 @@ static void test_commands_without_model(void **state)
         {"sensitivity mode", "sensitivity: 'mode' needs a value"},
         {"sensitivity limit 5 limit 6", "sensitivity: 'limit' given twice"},
         {"sensitivity depth 3", "sensitivity: unknown option 'depth' (expected mode, metric, "
-                                "limit)"},
+                                "limit, layer, cache-mb, brute-force, keep-partial)"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         memset(&err, 0, sizeof err);
