@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "outfile.h"
+#include "engine/outfile.h"
 
 static ql_status reserve(journal *j, int n, ql_error *err)
 {
@@ -76,12 +76,12 @@ void journal_clear(journal *j)
 
 ql_status journal_save(const journal *j, const char *path, ql_error *err)
 {
-    outfile o;
-    ql_status st = outfile_open(&o, path, err);
+    ql_outfile o;
+    ql_status st = ql_outfile_open(&o, path, err);
     if (st != QL_OK)
         return st;
     fprintf(o.f, "# qlens script (qlens-script(5)), saved from a session's journal\n");
     for (int i = 0; i < j->n; i++)
         fprintf(o.f, "%s\n", j->lines[i]);
-    return outfile_commit(&o, err);
+    return ql_outfile_commit(&o, err);
 }

@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "command.h"
-#include "outfile.h"
+#include "engine/outfile.h"
 
 /* ---------------------------------------------------------------------------
  * Helpers
@@ -156,8 +156,8 @@ ql_status report_layers_csv(const session *s, const char *path, ql_error *err)
 {
     const ql_qnet *q = s->cur.model->q;
     const ql_qconfig *c = s->cur.cfg;
-    outfile o;
-    ql_status st = outfile_open(&o, path, err);
+    ql_outfile o;
+    ql_status st = ql_outfile_open(&o, path, err);
     if (st != QL_OK)
         return st;
     fputs("layer,op,precision,act_algo,weight_algo,weight_bits,per_channel,overrides,macs,"
@@ -190,7 +190,7 @@ ql_status report_layers_csv(const session *s, const char *path, ql_error *err)
         else
             fputs(",,,,\n", o.f);
     }
-    return outfile_commit(&o, err);
+    return ql_outfile_commit(&o, err);
 }
 
 /* ---------------------------------------------------------------------------

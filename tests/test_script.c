@@ -16,7 +16,7 @@
 
 #include "src/command.h"
 #include "src/journal.h"
-#include "src/outfile.h"
+#include "engine/outfile.h"
 #include "src/script.h"
 #include "src/session.h"
 
@@ -208,10 +208,10 @@ static void test_journal_and_outfile(void **state)
     journal_clear(&j);
 
     /* an aborted file leaves the old one and no temporary behind */
-    outfile o;
-    assert_int_equal(outfile_open(&o, path, &err), QL_OK);
+    ql_outfile o;
+    assert_int_equal(ql_outfile_open(&o, path, &err), QL_OK);
     fputs("half", o.f);
-    outfile_abort(&o);
+    ql_outfile_abort(&o);
     assert_int_equal(count_entries(dir), 1);
     text = read_all(path);
     assert_true(strncmp(text, "# qlens script", 14) == 0);
@@ -219,7 +219,7 @@ static void test_journal_and_outfile(void **state)
     /* a folder that does not exist */
     char bad[600];
     snprintf(bad, sizeof bad, "%s/no/such/dir/x.csv", dir);
-    assert_int_equal(outfile_open(&o, bad, &err), QL_ERR_IO);
+    assert_int_equal(ql_outfile_open(&o, bad, &err), QL_ERR_IO);
     assert_true(strncmp(err.msg, bad, strlen(bad)) == 0);
     unlink(path);
     rmdir(dir);
