@@ -77,7 +77,6 @@ expect_fail "unknown layer in config" 'nope' \
 
 # --- low-bit weights: nearest rounding vs AdaRound (3-bit, 16-bit activations) ----
 iters=${QLENS_ADAROUND_TEST_ITERS:-400}
-[ -n "${QLENS_SANITIZED:-}" ] && iters=60
 expect_ok "3-bit nearest" "$QLENS" calibrate "$model" --data "$ex/calib.npy" --limit 64 \
     --weight-bits 3 --act-bits 16 -o "$tmp/w3.json"
 expect_ok "3-bit adaround" "$QLENS" calibrate "$model" --data "$ex/calib.npy" --limit 64 \

@@ -152,11 +152,18 @@ static void test_incremental_is_brute_force(void **state)
         assert_same(inc1, inc2, "1 vs 2 threads");
         if (chunked) {
             assert_same(small, small_bf, "chunked: incremental vs brute force");
-            /* chunking changes the batch size, which kernels may see: then
-             * only rounding differs */
+            /* chunking changes the batch size, which GEMM blocking sees:
+             * float sums then differ in the last bit, and now and then one
+             * activation lands on the other side of a rounding boundary and
+             * moves one quantization step; on these samples such a step
+             * moves a layer's mean cosine by well under 1e-6 */
+            double worst = 0;
             for (int i = 0; i < inc1->n; i++)
-                assert_true(fabs(ql_metrics_cosine(&small->rows[i].m) -
-                                 ql_metrics_cosine(&inc1->rows[i].m)) < 1e-9);
+                worst = fmax(worst, fabs(ql_metrics_cosine(&small->rows[i].m) -
+                                         ql_metrics_cosine(&inc1->rows[i].m)));
+            print_message("%s: chunked vs whole, largest cosine difference %.3g\n",
+                          ql_sens_mode_name((ql_sens_mode)mode), worst);
+            assert_true(worst < 1e-6);
         }
         ql_sens_table_free(inc1);
         ql_sens_table_free(inc2);
