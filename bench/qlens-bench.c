@@ -21,6 +21,36 @@ static double now_ms(void)
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
 }
 
+/* --profile: per-node wall time, from one observer call to the next (the
+ * observer runs right after each node, so fusion is off in this mode). */
+typedef struct prof {
+    double last, *ms;
+    int prev;
+} prof;
+
+static bool prof_observe(void *user, const ql_graph *g, int node, int value, const ql_tensor *t)
+{
+    prof *p = user;
+    (void)g, (void)value, (void)t;
+    double now = now_ms();
+    if (node != p->prev)
+        p->ms[node] += now - p->last;
+    p->prev = node;
+    p->last = now_ms();
+    return true;
+}
+
+static void prof_report(const ql_graph *g, const prof *p, int iters)
+{
+    double total = 0;
+    for (int i = 0; i < g->n_nodes; i++)
+        total += p->ms[i];
+    fprintf(stderr, "per-node ms (mean of %d runs, unfused), total %.3f\n", iters, total / iters);
+    for (int i = 0; i < g->n_nodes; i++)
+        fprintf(stderr, "%4d %-16s %-40s %9.4f %5.1f%%\n", i, g->nodes[i].op_type,
+                g->nodes[i].name, p->ms[i] / iters, 100.0 * p->ms[i] / (total > 0 ? total : 1));
+}
+
 static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -30,7 +60,7 @@ static int cmp_double(const void *a, const void *b)
 int main(int argc, char **argv)
 {
     const char *model = NULL, *input = NULL;
-    int threads = 1, warmup = 3, iters = 10;
+    int threads = 1, warmup = 3, iters = 10, profile = 0;
 #ifdef __GLIBC__
     /* Keep freed activation buffers in the heap for the next run, as ORT's
      * arena does: by default glibc maps every block over 128 KiB afresh and
@@ -47,6 +77,8 @@ int main(int argc, char **argv)
             warmup = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--iters") && i + 1 < argc)
             iters = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--profile"))
+            profile = 1;
         else if (!model)
             model = argv[i];
         else if (!input)
@@ -58,7 +90,7 @@ int main(int argc, char **argv)
     }
     if (!model || !input || iters < 1 || threads < 1) {
         fprintf(stderr, "usage: qlens-bench MODEL.onnx INPUT.npy [--threads T] [--warmup W] "
-                        "[--iters N]\n");
+                        "[--iters N] [--profile]\n");
         return 2;
     }
     ql_error err = {{0}};
@@ -68,20 +100,32 @@ int main(int argc, char **argv)
     double *times = calloc((size_t)iters, sizeof *times);
     double out_sum = 0;
     int rc = 1;
+    prof pr = {.prev = -1};
     if (ql_model_load(model, &m, &err) != QL_OK || ql_npy_load(input, &x, &err) != QL_OK)
         goto fail;
     ql_exec_opts o = {.n_threads = threads};
+    if (profile) {
+        pr.ms = calloc((size_t)m->graph->n_nodes + 1, sizeof *pr.ms);
+        if (!pr.ms)
+            goto fail;
+        o.observer = prof_observe;
+        o.observer_user = &pr;
+    }
     if (ql_exec_new(m->graph, &o, &ex, &err) != QL_OK)
         goto fail;
     for (int it = 0; it < warmup + iters; it++) {
         ql_tensor *outs[16] = {0};
         const ql_tensor *in = x;
         double t0 = now_ms();
+        pr.last = t0;
+        pr.prev = -1;
         if (ql_exec_run(ex, &in, outs, &err) != QL_OK)
             goto fail;
         double t1 = now_ms();
         if (it >= warmup)
             times[it - warmup] = t1 - t0;
+        if (profile && it + 1 == warmup)
+            memset(pr.ms, 0, (size_t)m->graph->n_nodes * sizeof *pr.ms);
         if (it == warmup + iters - 1) {
             const float *y = outs[0]->data;
             for (int64_t k = 0; k < ql_tensor_numel(outs[0]); k++)
@@ -90,6 +134,8 @@ int main(int argc, char **argv)
         for (int j = 0; j < m->graph->n_outputs && j < 16; j++)
             ql_tensor_free(outs[j]);
     }
+    if (profile)
+        prof_report(m->graph, &pr, iters);
     qsort(times, (size_t)iters, sizeof *times, cmp_double);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
@@ -102,6 +148,7 @@ fail:
     fprintf(stderr, "qlens-bench: %s\n", err.msg);
 done:
     free(times);
+    free(pr.ms);
     ql_exec_free(ex);
     ql_tensor_free(x);
     ql_model_free(m);

@@ -32,6 +32,15 @@ struct ql_exec {
      * applies, or -1; fused_into[j] is that producer for the activation. */
     int *fused_act, *fused_into;
     float *fuse_lo, *fuse_hi;
+    /* Residual fusion (Conv then Add, the conv output read by the Add alone
+     * and neither watched nor quantized): fused_add[i] is the Add node whose
+     * addition Conv node i applies in its kernel, add_other[i] the Add's
+     * other operand (produced before node i). It is decided again at run
+     * time (operand present, same shape); add_done[j] records that Add node
+     * j was applied by its producer in this run. */
+    int *fused_add, *add_other;
+    char *add_done;
+    const ql_tensor *pend_add; /* the addend offered to the node being run */
     ql_exec_quant quant; /* fake-quant plan, or all NULL for float */
 };
 
@@ -65,7 +74,7 @@ static void plan_fusion(ql_exec *x)
 {
     const ql_graph *g = x->g;
     for (int i = 0; i < g->n_nodes; i++)
-        x->fused_act[i] = x->fused_into[i] = -1;
+        x->fused_act[i] = x->fused_into[i] = x->fused_add[i] = x->add_other[i] = -1;
     const char *want = x->opts.observe;
     if (x->opts.observer && !want)
         return;
@@ -89,6 +98,32 @@ static void plan_fusion(ql_exec *x)
         x->fused_into[j] = v->producer;
         x->fuse_lo[v->producer] = lo;
         x->fuse_hi[v->producer] = hi;
+    }
+    /* Conv -> Add: the conv adds the other operand as it stores (then the
+     * Add's own fused Relu/Clip, if any), which saves a pass over both */
+    for (int j = 0; j < g->n_nodes; j++) {
+        const ql_node *a = &g->nodes[j];
+        if (a->op != QL_OP_ADD || a->n_in != 2 || a->n_out != 1 || a->out[0] < 0)
+            continue;
+        for (int k = 0; k < 2; k++) {
+            int vi = a->in[k], o = a->in[1 - k];
+            if (vi < 0 || o < 0 || vi == o)
+                continue;
+            const ql_value *v = &g->values[vi];
+            int p = v->producer;
+            if (p < 0 || g->nodes[p].op != QL_OP_CONV || g->nodes[p].out[0] != vi ||
+                v->is_output || v->n_consumers != 1 || v->dtype != QL_F32 ||
+                g->values[o].dtype != QL_F32 || x->fused_act[p] >= 0 || x->fused_add[p] >= 0)
+                continue;
+            /* the other operand must exist when the conv runs */
+            if (g->values[o].producer >= p)
+                continue;
+            if ((x->opts.observer && want[vi]) || (x->quant.act && x->quant.act[vi]))
+                continue;
+            x->fused_add[p] = j;
+            x->add_other[p] = o;
+            break;
+        }
     }
 }
 
@@ -125,8 +160,11 @@ ql_status ql_exec_new(ql_graph *g, const ql_exec_opts *opts, ql_exec **out, ql_e
     x->fused_into = malloc(nn * sizeof *x->fused_into);
     x->fuse_lo = malloc(nn * sizeof *x->fuse_lo);
     x->fuse_hi = malloc(nn * sizeof *x->fuse_hi);
+    x->fused_add = malloc(nn * sizeof *x->fused_add);
+    x->add_other = malloc(nn * sizeof *x->add_other);
+    x->add_done = calloc(nn, 1);
     if (!x->pool || !x->slots || !x->have || !x->refs || !x->fused_act || !x->fused_into ||
-        !x->fuse_lo || !x->fuse_hi) {
+        !x->fuse_lo || !x->fuse_hi || !x->fused_add || !x->add_other || !x->add_done) {
         ql_exec_free(x);
         return ql_fail(err, QL_ERR_NOMEM, "out of memory creating an executor");
     }
@@ -152,6 +190,9 @@ void ql_exec_free(ql_exec *x)
     free(x->fused_into);
     free(x->fuse_lo);
     free(x->fuse_hi);
+    free(x->fused_add);
+    free(x->add_other);
+    free(x->add_done);
     free(x);
 }
 
@@ -232,6 +273,17 @@ static ql_tensor *take_output(ql_exec *x, int v)
     return t;
 }
 
+/* Hands value from's runtime tensor over to value to (a fused node's
+ * result becomes the output of the last node it stands for). */
+static void move_slot(ql_exec *x, int from, int to)
+{
+    ql_tensor_release(&x->slots[to]);
+    x->slots[to] = x->slots[from];
+    x->have[to] = 1;
+    memset(&x->slots[from], 0, sizeof x->slots[from]);
+    x->have[from] = 0;
+}
+
 static void drop_ref(ql_exec *x, int v)
 {
     if (v < 0 || --x->refs[v] > 0 || x->g->values[v].is_output)
@@ -283,8 +335,23 @@ static ql_status run_node(ql_exec *x, int i, ql_error *err)
             if (out[j]->ndim < 0 || ql_tensor_alloc(out[j]) != QL_OK)
                 st = ql_fail(err, out[j]->ndim < 0 ? QL_ERR_SHAPE : QL_ERR_NOMEM,
                              "cannot size output %d", j);
+    if (st == QL_OK && x->pend_add) {
+        /* a residual add is fused only onto an output of exactly its shape
+         * (no broadcast); otherwise the Add node runs by itself */
+        const ql_tensor *ad = x->pend_add;
+        bool same = ad->dtype == QL_F32 && out[0]->dtype == QL_F32 && ad->ndim == out[0]->ndim;
+        for (int d = 0; same && d < ad->ndim; d++)
+            same = ad->dims[d] == out[0]->dims[d];
+        if (same) {
+            x->ctx.post_add = ad->data;
+        } else {
+            x->pend_add = NULL;
+            x->ctx.post_clamp = 0;
+        }
+    }
     if (st == QL_OK)
         st = def->run_f32(n, in, out, &x->ctx, err);
+    x->ctx.post_add = NULL;
     for (int j = 0; j < n->n_out; j++)
         if (n->out[j] < 0)
             ql_tensor_release(&unused[j]);
@@ -303,6 +370,7 @@ ql_status ql_exec_run_nodes(ql_exec *x, const char *run, int n_feeds, const int 
     ql_status st = QL_OK;
 
     reset_slots(x);
+    memset(x->add_done, 0, (size_t)g->n_nodes);
     for (int v = 0; v < g->n_values; v++) {
         x->refs[v] = 0;
         if (g->values[v].constant) {
@@ -343,32 +411,44 @@ ql_status ql_exec_run_nodes(ql_exec *x, const char *run, int n_feeds, const int 
         }
         const ql_node *n = &g->nodes[i];
         int producer = x->fused_into[i];
-        if (producer >= 0 && run[producer]) {
-            /* the producer's kernel already applied this activation */
+        if (x->add_done[i] || (producer >= 0 && run[producer])) {
+            /* the producer's kernel already applied this Add or activation */
             for (int j = 0; j < n->n_in; j++)
                 drop_ref(x, n->in[j]);
             continue;
         }
-        int act = x->fused_act[i];
+        int add = x->fused_add[i];
+        if (add >= 0 && (!run[add] || !x->have[x->add_other[i]]))
+            add = -1; /* the Add does not run, or its operand is not there: unfused */
+        /* the clamp that ends the fused chain: this node's, or the Add's */
+        int cl = add >= 0 ? add : i, act = x->fused_act[cl];
         if (act >= 0 && !run[act])
             act = -1; /* cannot happen for closed node sets; run unfused */
         x->ctx.post_clamp = act >= 0;
-        x->ctx.post_lo = act >= 0 ? x->fuse_lo[i] : 0.0f;
-        x->ctx.post_hi = act >= 0 ? x->fuse_hi[i] : 0.0f;
+        x->ctx.post_lo = act >= 0 ? x->fuse_lo[cl] : 0.0f;
+        x->ctx.post_hi = act >= 0 ? x->fuse_hi[cl] : 0.0f;
+        x->pend_add = add >= 0 ? &x->slots[x->add_other[i]] : NULL;
         st = run_node(x, i, err);
+        if (add >= 0 && !x->pend_add)
+            add = act = -1; /* shapes differ: run_node ran the conv plain */
+        x->pend_add = NULL;
         x->ctx.post_clamp = 0;
         if (st != QL_OK)
             goto cleanup;
-        if (act >= 0) { /* the result is the activation's output */
-            int from = n->out[0], to = g->nodes[act].out[0];
-            ql_tensor_release(&x->slots[to]);
-            x->slots[to] = x->slots[from];
-            x->have[to] = 1;
-            memset(&x->slots[from], 0, sizeof x->slots[from]);
-            x->have[from] = 0;
+        /* the result is the value at the end of the fused chain */
+        int last = -1;
+        if (add >= 0) {
+            last = g->nodes[add].out[0];
+            move_slot(x, n->out[0], last);
+            x->add_done[add] = 1;
+        }
+        if (act >= 0) {
+            int to = g->nodes[act].out[0];
+            move_slot(x, last >= 0 ? last : n->out[0], to);
+            last = to;
         }
         for (int j = 0; j < n->n_out; j++) {
-            int v = j == 0 && act >= 0 ? g->nodes[act].out[0] : n->out[j];
+            int v = j == 0 && last >= 0 ? last : n->out[j];
             if (v < 0)
                 continue;
             bool watch = x->opts.observer && (!x->opts.observe || x->opts.observe[v]);

@@ -25,6 +25,9 @@ struct ql_exec_ctx {
      * [0, inf), Clip its range). Kernels that cannot fuse leave it unset. */
     int post_clamp;
     float post_lo, post_hi;
+    /* Residual add the executor asks a Conv kernel to apply: a tensor of the
+     * output's shape added to the result before the clamp (NULL: none). */
+    const float *post_add;
 };
 
 void ql_ctx_init(ql_exec_ctx *ctx, ql_pool *pool);

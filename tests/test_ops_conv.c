@@ -112,6 +112,10 @@ static struct {
     int on;
     float lo, hi;
 } g_clamp;
+/* The residual add the next tn_run asks for (NULL: none). */
+static const float *g_add;
+/* check_conv: also ask for a fused residual add, of a random tensor */
+static int g_case_add;
 
 /* Runs the node on `threads` threads; outputs are new tensors. */
 static ql_status tn_run(tnode *t, const ql_tensor *const *in, ql_tensor **out, int threads,
@@ -137,6 +141,7 @@ static ql_status tn_run(tnode *t, const ql_tensor *const *in, ql_tensor **out, i
     ctx.post_clamp = g_clamp.on;
     ctx.post_lo = g_clamp.lo;
     ctx.post_hi = g_clamp.hi;
+    ctx.post_add = g_add;
     st = def->run_f32(n, in, outp, &ctx, err);
     ql_ctx_destroy(&ctx);
     ql_pool_free(pool);
@@ -247,7 +252,7 @@ typedef struct conv_case {
 } conv_case;
 
 static void ref_conv(const conv_case *cc, const wspec *w, const int64_t *out, const float *x,
-                     const float *wt, const float *b, double *y)
+                     const float *wt, const float *b, const float *add, double *y)
 {
     int nsp = w->nsp;
     int64_t in[3] = {1, 1, 1}, o[3] = {1, 1, 1}, k[3] = {1, 1, 1}, s[3] = {1, 1, 1},
@@ -275,6 +280,8 @@ static void ref_conv(const conv_case *cc, const wspec *w, const int64_t *out, co
                         acc += (double)x[(n * cc->C + ci) * isz + (id * in[1] + ih) * in[2] + iw] *
                                wt[(m * cg + c) * kvol + r];
                     }
+                if (add)
+                    acc += add[(n * cc->M + m) * osz + q];
                 if (cc->act) {
                     acc = acc < cc->act_lo ? cc->act_lo : acc;
                     acc = acc > cc->act_hi ? cc->act_hi : acc;
@@ -314,13 +321,18 @@ static void check_conv(const conv_case *cc, uint64_t seed)
         assert_int_equal(yv->dims[2 + i], out[i]);
     const ql_tensor *in[3] = {x, wt, cc->bias ? b : NULL};
     ql_tensor *y[1];
+    ql_tensor *add = g_case_add ? rand_tensor(&r, nsp + 2, yv->dims) : NULL;
     g_clamp.on = cc->act, g_clamp.lo = cc->act_lo, g_clamp.hi = cc->act_hi;
+    g_add = add ? add->data : NULL;
     run_checked(&t, in, y);
     g_clamp.on = 0;
+    g_add = NULL;
     int64_t n = ql_tensor_numel(y[0]);
     double *ref = malloc(sizeof(double) * (size_t)n);
-    ref_conv(cc, &w, out, x->data, wt->data, cc->bias ? b->data : NULL, ref);
+    ref_conv(cc, &w, out, x->data, wt->data, cc->bias ? b->data : NULL, add ? add->data : NULL,
+             ref);
     expect_close(y[0], ref, n, "Conv");
+    ql_tensor_free(add);
     free(ref);
     ql_tensor_free(y[0]);
     ql_tensor_free(x);
@@ -376,6 +388,36 @@ static void test_conv_2d(void **state)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         print_message("conv case %zu\n", i);
         check_conv(&cases[i], 1000 + i);
+    }
+}
+
+/* A residual add fused into the conv (ctx->post_add), with and without a
+ * clamp after it, on every path: phase mode storing into y (1x1 on the
+ * input) and through the column buffer (padded), per-image planes (a
+ * batch whose planes exceed 256 KiB), im2col mode with blocks across
+ * images, depthwise, partial tiles and row splits. */
+static void test_conv_fused_add(void **state)
+{
+    (void)state;
+    static const conv_case cases[] = {
+        {2, 16, 16, 1, {14, 13}, W2(3, 3, 1, 1, 1, 1, 1, 1, 1, 1), 1, 0, 0, 0, 0},
+        {2, 16, 16, 1, {14, 13}, W2(3, 3, 1, 1, 1, 1, 1, 1, 1, 1), 1, 0, 1, 0, INFINITY},
+        {1, 24, 40, 1, {11, 12}, W2(3, 3, 1, 1, 1, 1, 1, 1, 1, 1), 1, 0, 1, -0.25f, 0.5f},
+        {2, 19, 13, 1, {7, 5}, W2(1, 1, 1, 1, 1, 1, 0, 0, 0, 0), 1, 0, 1, 0, INFINITY},
+        {1, 8, 30, 1, {16, 16}, W2(1, 1, 1, 1, 1, 1, 0, 0, 0, 0), 0, 0, 0, 0, 0},
+        {4, 16, 16, 1, {30, 30}, W2(3, 3, 1, 1, 1, 1, 1, 1, 1, 1), 1, 0, 1, 0, INFINITY},
+        {4, 16, 20, 1, {30, 30}, W2(3, 3, 1, 1, 1, 1, 1, 1, 1, 1), 1, 0, 0, 0, 0},
+        {3, 32, 50, 1, {5, 5}, W2(3, 3, 1, 1, 1, 1, 1, 1, 1, 1), 1, 0, 1, 0, INFINITY},
+        {5, 16, 130, 1, {3, 4}, W2(1, 1, 1, 1, 1, 1, 0, 0, 0, 0), 1, 0, 0, 0, 0},
+        {2, 16, 16, 16, {14, 15}, W2(3, 3, 1, 1, 1, 1, 1, 1, 1, 1), 1, 0, 1, 0, INFINITY},
+        {1, 8, 8, 8, {17, 16}, W2(3, 3, 2, 2, 1, 1, 1, 1, 1, 1), 1, 0, 0, 0, 0},
+        {2, 8, 16, 1, {41, 37}, W2(3, 3, 2, 2, 1, 1, 1, 1, 1, 1), 1, 0, 1, 0, INFINITY},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        print_message("fused add case %zu\n", i);
+        g_case_add = i != 6; /* case 6: per-image planes alone */
+        check_conv(&cases[i], 2000 + i);
+        g_case_add = 0;
     }
 }
 
@@ -1065,6 +1107,7 @@ int main(void)
         cmocka_unit_test(test_conv_2d),
         cmocka_unit_test(test_conv_auto_pad),
         cmocka_unit_test(test_conv_big),
+        cmocka_unit_test(test_conv_fused_add),
         cmocka_unit_test(test_conv_1d_3d),
         cmocka_unit_test(test_conv_errors),
         cmocka_unit_test(test_conv_transpose),

@@ -30,6 +30,7 @@
 #define CONV_NC 128  /* columns per task block */
 #define QL_PLANES_BYTES ((int64_t)8 << 20) /* larger phase planes are built per block */
 #define DW_MAX_TAPS 64
+#define CONV_PLANES_L2 ((int64_t)256 << 10) /* larger batch plane sets are built per image */
 
 /* ---------------------------------------------------------------------------
  * Phase planes (kernels.h)
@@ -51,6 +52,27 @@ static void fill_floats(float *d, int64_t n, float v)
     }
     for (int64_t i = 0; i < n; i++)
         d[i] = v;
+}
+
+/* Copies n floats (d and s do not overlap); short runs (rows of small
+ * images) are common, so no library call: the empty asm keeps GCC from
+ * turning the loops back into memcpy. Inlined into both kernel builds. */
+QL_INLINE void copy_floats(float *restrict d, const float *restrict s, int64_t n)
+{
+    int64_t i = 0;
+    if (n >= 8) {
+        for (; i + 8 <= n; i += 8) {
+            __asm__("" : "+r"(i));
+            QL_ST8(d + i, QL_LD8(s + i));
+        }
+        if (i < n) /* the last 8, overlapping what was copied */
+            QL_ST8(d + n - 8, QL_LD8(s + n - 8));
+        return;
+    }
+    for (; i < n; i++) {
+        __asm__("" : "+r"(i));
+        d[i] = s[i];
+    }
 }
 
 /* Splits row[0, n) into even and odd elements: ev[t] = row[2t],
@@ -131,7 +153,7 @@ QL_INLINE void phase_build_body(const ql_phase *p, const float *x, float fill, f
                 for (int64_t j = 0; j < j0; j++) /* pads are short: no call */
                     out[j] = fill;
                 if (p->sw == 1)
-                    memcpy(out + j0, src, (size_t)(j1 - j0) * sizeof *out);
+                    copy_floats(out + j0, src, j1 - j0);
                 else
                     for (int64_t j = j0; j < j1; j++)
                         out[j] = src[(j - j0) * p->sw];
@@ -395,7 +417,9 @@ typedef struct conv_job {
     ql_ukr_fn ukr;
     ql_act act;
     const float *x, *bias;
+    const float *add;     /* fused residual add (same shape as y), or NULL */
     float *y;
+    int imgplanes;        /* phase mode: each thread builds the planes of one image at a time */
     ql_ukr_fn ukr8;       /* for a last tile of at most 8 columns */
     const float *apack;
     int64_t apack_stride; /* floats per group */
@@ -496,6 +520,32 @@ static void im2col_gather(const conv_job *j, int64_t grp, int64_t pc, int64_t kc
     }
 }
 
+/* Stores a finished run of outputs at y + yoff: copied, or with the fused
+ * residual add (then the clamp) applied on the way. */
+static void store_run(const conv_job *j, int64_t yoff, const float *src, int64_t len)
+{
+    float *dst = j->y + yoff;
+    if (!j->add) {
+        copy_floats(dst, src, len);
+        return;
+    }
+    const float *ad = j->add + yoff;
+    int64_t i = 0;
+    ql_v8 lo = QL_V8(j->act.lo), hi = QL_V8(j->act.hi);
+    for (; i + 8 <= len; i += 8) {
+        ql_v8 v = QL_LD8(src + i) + QL_LD8(ad + i);
+        QL_ST8(dst + i, j->act.on ? QL_V8_CLAMP(v, lo, hi) : v);
+    }
+    for (; i < len; i++) {
+        float v = src[i] + ad[i];
+        if (j->act.on) {
+            v = v < j->act.lo ? j->act.lo : v; /* NaN passes through */
+            v = v > j->act.hi ? j->act.hi : v;
+        }
+        dst[i] = v;
+    }
+}
+
 /* Copies rows of a column block computed in cbuf (row stride nc) to y,
  * dropping the columns that are not outputs. */
 static void copy_out(const conv_job *j, const float *cbuf, int64_t img, int64_t mrow0, int64_t rows,
@@ -506,7 +556,7 @@ static void copy_out(const conv_job *j, const float *cbuf, int64_t img, int64_t 
     for (int64_t r = 0; r < rows; r++) {
         const float *crow = cbuf + r * j->nc;
         if (j->mode == MODE_PHASE) {
-            float *yrow = j->y + (img * g->M + mrow0 + r) * OHW;
+            int64_t yrow = (img * g->M + mrow0 + r) * OHW;
             int64_t wq = j->ph.wq;
             for (int64_t q = n0; q < n1;) {
                 int64_t oh = q / wq, ow = q % wq;
@@ -515,20 +565,18 @@ static void copy_out(const conv_job *j, const float *cbuf, int64_t img, int64_t 
                     continue;
                 }
                 int64_t len = OW - ow < n1 - q ? OW - ow : n1 - q;
-                memcpy(yrow + oh * OW + ow, crow + (q - n0), (size_t)len * sizeof *yrow);
+                store_run(j, yrow + oh * OW + ow, crow + (q - n0), len);
                 q += len;
             }
         } else {
             for (int64_t q = n0; q < n1;) {
                 int64_t im = q / OHW, p = q % OHW, len = OHW - p < n1 - q ? OHW - p : n1 - q;
-                memcpy(j->y + (im * g->M + mrow0 + r) * OHW + p, crow + (q - n0),
-                       (size_t)len * sizeof(float));
+                store_run(j, (im * g->M + mrow0 + r) * OHW + p, crow + (q - n0), len);
                 q += len;
             }
         }
     }
 }
-
 /* Packs columns [0, width) of B rows src + koff[kk] (kk < kc) into tiles
  * of 16 columns, k-major (dst[jr][kk][16]), zero-filling past width, so
  * the micro-kernel reads aligned, contiguous B. A last tile of at most 8
@@ -609,16 +657,21 @@ static void conv_block(const conv_job *j, int64_t t, int tid)
             ql_phase_rows(&j->ph, xg + c * g->in_sz, 0.0f, lp + c * j->chan_stride, r0, j->lrows);
         bsrc = lp + (n0 - r0 * wq);
     } else if (j->mode == MODE_PHASE) {
-        bsrc = j->planes + img * j->img_stride + grp * g->cg * j->chan_stride + n0;
+        bsrc = (j->imgplanes ? lp : j->planes + img * j->img_stride) +
+               grp * g->cg * j->chan_stride + n0;
     } else {
         for (int64_t kk = 0; kk < j->kc; kk++)
             kloc[kk] = kk * j->ldb;
         nseg = im2col_segs(j, n0, n1, seg);
     }
 
+    /* the fused add goes into the kernel when it stores straight into y,
+     * else into copy_out (and the clamp with it: it comes after the add) */
+    const float *addbase = j->add && direct ? j->add + (cbase - j->y) : NULL;
+    int fin = (j->act.on && (direct || !j->add) ? QL_UKR_CLAMP : 0) | (addbase ? QL_UKR_ADD : 0);
     for (int64_t pc = 0; pc < g->K; pc += j->kc) {
         int64_t kc = g->K - pc < j->kc ? g->K - pc : j->kc;
-        int flags = (pc ? QL_UKR_ACCUM : 0) | (pc + kc == g->K && j->act.on ? QL_UKR_CLAMP : 0);
+        int flags = (pc ? QL_UKR_ACCUM : 0) | (pc + kc == g->K ? fin : 0);
         if (pc + kc == g->K && direct && j->stream)
             flags |= QL_UKR_STREAM;
         if (j->mode == MODE_IM2COL) {
@@ -639,10 +692,11 @@ static void conv_block(const conv_job *j, int64_t t, int tid)
                 const float *b = bpack + jr * kc * QL_NR;
                 for (int64_t ir = ic; ir < ie; ir += QL_MR) {
                     int mr = m1 - ir < QL_MR ? (int)(m1 - ir) : QL_MR;
+                    int64_t co = (ir - m0) * ldc + jr * QL_NR;
                     ql_ukr_partial(narrow ? j->ukr8 : j->ukr, narrow ? 8 : QL_NR, kc,
-                                   ql_pack_a_at(abase, g->mg, g->K, pc, ir), b,
-                                   cbase + (ir - m0) * ldc + jr * QL_NR, ldc, mr, nr,
-                                   bias ? bias + (ir - m0) : NULL, flags, j->act.lo, j->act.hi);
+                                   ql_pack_a_at(abase, g->mg, g->K, pc, ir), b, cbase + co,
+                                   ldc, mr, nr, bias ? bias + (ir - m0) : NULL,
+                                   addbase ? addbase + co : NULL, flags, j->act.lo, j->act.hi);
                 }
             }
         }
@@ -655,8 +709,22 @@ static void conv_block(const conv_job *j, int64_t t, int tid)
 
 static void conv_tasks(void *arg, int64_t begin, int64_t end, int tid)
 {
-    for (int64_t t = begin; t < end; t++)
-        conv_block(arg, t, tid);
+    const conv_job *j = arg;
+    int64_t cur = -1; /* the image whose planes this thread holds */
+    for (int64_t t = begin; t < end; t++) {
+        int64_t img = t / (j->msplit * j->n_jc * j->g.G);
+        if (j->imgplanes && img != cur) {
+            float *lp = j->scratch + (int64_t)tid * j->per_thread + j->bbuf_floats +
+                        j->bpack_floats + j->cbuf_floats + j->kloc_floats + j->seg_floats;
+            int64_t C = j->g.C;
+            for (int64_t c = 0; c < C; c++)
+                ql_phase_build(&j->ph, j->x + (img * C + c) * j->g.in_sz, 0.0f,
+                               lp + c * j->chan_stride);
+            memset(lp + C * j->chan_stride, 0, 64 * sizeof *lp);
+            cur = img;
+        }
+        conv_block(j, t, tid);
+    }
 }
 
 static void build_planes(void *arg, int64_t begin, int64_t end, int tid)
@@ -721,6 +789,10 @@ static void conv_plan(conv_job *j, const conv_geom *g, int threads)
     j->local = j->mode == MODE_PHASE && !j->direct_x &&
                g->N * g->C * j->ph.size * (int64_t)sizeof(float) > QL_PLANES_BYTES;
     j->chan_stride = j->direct_x ? g->in_sz : j->ph.size;
+    /* planes of a big batch would leave the cache before they are read: each
+     * thread builds those of the image it is working on (tasks are image-major) */
+    j->imgplanes = j->mode == MODE_PHASE && !j->direct_x && !j->local && g->N > 1 &&
+                   g->N * g->C * j->ph.size * (int64_t)sizeof(float) > CONV_PLANES_L2;
     if (j->local) {
         /* rows a block of nc columns can reach, taps included, plus one for
          * the dropped columns' reads past the row end */
@@ -749,17 +821,19 @@ static void conv_plan(conv_job *j, const conv_geom *g, int threads)
     j->cbuf_floats = (int64_t)align16(j->mrange * j->nc);
     j->kloc_floats = (int64_t)align16(2 * j->kc);
     j->seg_floats = (int64_t)align16(j->nc * (int64_t)(sizeof(im2col_seg) / sizeof(float)));
-    int64_t lp_floats = j->local ? (int64_t)align16(g->cg * j->chan_stride + j->ph.wq + 64) : 0;
+    int64_t lp_floats = j->local       ? (int64_t)align16(g->cg * j->chan_stride + j->ph.wq + 64)
+                        : j->imgplanes ? (int64_t)align16(g->C * j->chan_stride + 64)
+                                       : 0;
     j->per_thread = j->bbuf_floats + j->bpack_floats + j->cbuf_floats + j->kloc_floats +
                     j->seg_floats + lp_floats;
 }
 
 static ql_status conv_gemm(const conv_geom *g, const ql_node *n, const float *x, const float *wt,
-                           const float *bias, float *y, const ql_act *act, ql_exec_ctx *ctx,
-                           ql_error *err)
+                           const float *bias, const float *add, float *y, const ql_act *act,
+                           ql_exec_ctx *ctx, ql_error *err)
 {
     conv_job j = {.g = *g, .ukr = ql_ukr_select(), .ukr8 = ql_ukr8_select(), .act = *act,
-                  .x = x, .bias = bias, .y = y};
+                  .x = x, .bias = bias, .add = add, .y = y};
     int threads = ql_ctx_threads(ctx);
     const conv_state *s = n->state;
     /* the prepared packing only for the weights it was made from: a
@@ -773,7 +847,7 @@ static ql_status conv_gemm(const conv_geom *g, const ql_node *n, const float *x,
                g->out_sz % 4 == 0;
 
     /* scratch: [packed A][phase planes][koff], then the per-thread parts */
-    int build = j.use_planes && !j.direct_x && !j.local;
+    int build = j.use_planes && !j.direct_x && !j.local && !j.imgplanes;
     size_t a_floats = packed ? 0 : align16(j.apack_stride * g->G);
     size_t p_floats = build ? align16(g->N * j.img_stride + j.ph.size + 64) : 0;
     size_t k_floats = j.use_planes ? align16(2 * g->K) : 0;
@@ -822,6 +896,7 @@ typedef struct dw_job {
     conv_geom g;
     ql_act act;
     const float *x, *w, *bias;
+    const float *add; /* fused residual add, or NULL */
     float *y;
     ql_phase ph;
     int64_t ncols, ntaps, toff[DW_MAX_TAPS];
@@ -894,29 +969,42 @@ static void dw_tasks(void *arg, int64_t begin, int64_t end, int tid)
         ql_phase_build(&j->ph, j->x + (img * g->C + c) * g->in_sz, 0.0f, pl);
         float b = j->bias ? j->bias[m] : 0.0f;
         const float *w = j->w + m * j->ntaps;
+        ql_act act = j->add ? (ql_act){0} : j->act; /* with an add, the clamp follows it */
         if (j->fast)
-            dw_fast(ob, n64, pl, j->toff, w, j->ntaps, b, j->act);
+            dw_fast(ob, n64, pl, j->toff, w, j->ntaps, b, act);
         else
-            dw_portable(ob, n64, pl, j->toff, w, j->ntaps, b, j->act);
+            dw_portable(ob, n64, pl, j->toff, w, j->ntaps, b, act);
         float *yp = j->y + (img * g->M + m) * OHW;
-        if (j->stream)
+        if (j->add) {
+            const float *ap = j->add + (img * g->M + m) * OHW;
+            for (int64_t oh = 0; oh < g->out[1]; oh++)
+                for (int64_t ow = 0; ow < OW; ow++) {
+                    float v = ob[oh * wq + ow] + ap[oh * OW + ow];
+                    if (j->act.on) {
+                        v = v < j->act.lo ? j->act.lo : v; /* NaN passes through */
+                        v = v > j->act.hi ? j->act.hi : v;
+                    }
+                    yp[oh * OW + ow] = v;
+                }
+        } else if (j->stream)
             for (int64_t oh = 0; oh < g->out[1]; oh++)
                 stream_copy(yp + oh * OW, ob + oh * wq, OW);
         else if (wq == OW)
             memcpy(yp, ob, (size_t)OHW * sizeof *yp);
         else
             for (int64_t oh = 0; oh < g->out[1]; oh++)
-                memcpy(yp + oh * OW, ob + oh * wq, (size_t)OW * sizeof *yp);
+                copy_floats(yp + oh * OW, ob + oh * wq, OW);
     }
     if (j->stream)
         ql_stream_fence();
 }
 
 static ql_status conv_depthwise(const conv_geom *g, const float *x, const float *w,
-                                const float *bias, float *y, const ql_act *act, ql_exec_ctx *ctx,
-                                ql_error *err)
+                                const float *bias, const float *add, float *y, const ql_act *act,
+                                ql_exec_ctx *ctx, ql_error *err)
 {
-    dw_job j = {.g = *g, .act = *act, .x = x, .w = w, .bias = bias, .y = y, .fast = ql_cpu_fast()};
+    dw_job j = {.g = *g, .act = *act, .x = x, .w = w, .bias = bias, .add = add, .y = y,
+                .fast = ql_cpu_fast()};
     ql_phase_plan(&j.ph, g->in[1], g->in[2], g->s[1], g->s[2], g->pb[1], g->pb[2], g->out[1],
                   g->out[2], (g->k[1] - 1) * g->d[1] + 1, (g->k[2] - 1) * g->d[2] + 1);
     j.ncols = (g->out[1] - 1) * j.ph.wq + g->out[2];
@@ -951,9 +1039,10 @@ static ql_status conv_run(const ql_node *n, const ql_tensor *const *in, ql_tenso
     if (g.N == 0 || g.M == 0 || g.out_sz == 0)
         return QL_OK;
     if (is_depthwise(&g))
-        return conv_depthwise(&g, x->data, wt->data, b ? b->data : NULL, out[0]->data, &act, ctx,
-                              err);
-    return conv_gemm(&g, n, x->data, wt->data, b ? b->data : NULL, out[0]->data, &act, ctx, err);
+        return conv_depthwise(&g, x->data, wt->data, b ? b->data : NULL, ctx->post_add,
+                              out[0]->data, &act, ctx, err);
+    return conv_gemm(&g, n, x->data, wt->data, b ? b->data : NULL, ctx->post_add, out[0]->data,
+                     &act, ctx, err);
 }
 
 /* ---------------------------------------------------------------------------

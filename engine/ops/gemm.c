@@ -46,8 +46,8 @@ void ql_pack_a(const float *a, int64_t lda, int64_t M, int64_t K, float *dst)
  * two wrappers with different targets. Rows r >= mr of the tile are
  * computed (from zero rows of the packed A) but never loaded or stored. */
 QL_INLINE void ukr_body(int64_t kc, const float *restrict a, const float *restrict b,
-                        float *restrict c, int64_t ldc, int mr, const float *bias, int flags,
-                        float lo, float hi)
+                        float *restrict c, int64_t ldc, int mr, const float *bias,
+                        const float *add, int flags, float lo, float hi)
 {
     ql_v8 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
     c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = QL_V8(0.0f);
@@ -100,6 +100,19 @@ QL_INLINE void ukr_body(int64_t kc, const float *restrict a, const float *restri
         a += QL_MR;
         b += QL_NR;
     }
+    if (flags & QL_UKR_ADD) {
+        c00 += QL_LD8(add), c01 += QL_LD8(add + 8);
+        if (mr > 1)
+            c10 += QL_LD8(add + ldc), c11 += QL_LD8(add + ldc + 8);
+        if (mr > 2)
+            c20 += QL_LD8(add + 2 * ldc), c21 += QL_LD8(add + 2 * ldc + 8);
+        if (mr > 3)
+            c30 += QL_LD8(add + 3 * ldc), c31 += QL_LD8(add + 3 * ldc + 8);
+        if (mr > 4)
+            c40 += QL_LD8(add + 4 * ldc), c41 += QL_LD8(add + 4 * ldc + 8);
+        if (mr > 5)
+            c50 += QL_LD8(add + 5 * ldc), c51 += QL_LD8(add + 5 * ldc + 8);
+    }
     if (flags & QL_UKR_CLAMP) {
         ql_v8 l = QL_V8(lo), h = QL_V8(hi);
         c00 = QL_V8_CLAMP(c00, l, h), c01 = QL_V8_CLAMP(c01, l, h);
@@ -137,24 +150,24 @@ QL_INLINE void ukr_body(int64_t kc, const float *restrict a, const float *restri
 }
 
 QL_TARGET_FAST static void ukr_fast(int64_t kc, const float *a, const float *b, float *c,
-                                    int64_t ldc, int mr, const float *bias, int flags, float lo,
-                                    float hi)
+                                    int64_t ldc, int mr, const float *bias, const float *add,
+                                    int flags, float lo, float hi)
 {
-    ukr_body(kc, a, b, c, ldc, mr, bias, flags, lo, hi);
+    ukr_body(kc, a, b, c, ldc, mr, bias, add, flags, lo, hi);
 }
 
 static void ukr_portable(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int mr,
-                         const float *bias, int flags, float lo, float hi)
+                         const float *bias, const float *add, int flags, float lo, float hi)
 {
-    ukr_body(kc, a, b, c, ldc, mr, bias, flags, lo, hi);
+    ukr_body(kc, a, b, c, ldc, mr, bias, add, flags, lo, hi);
 }
 
 /* The 6 x 8 kernel for a last tile of at most 8 columns: two sets of six
  * accumulators (even and odd k) keep the FMA pipes busy, summed at the
  * end; B tiles are 8 floats wide. */
 QL_INLINE void ukr8_body(int64_t kc, const float *restrict a, const float *restrict b,
-                         float *restrict c, int64_t ldc, int mr, const float *bias, int flags,
-                         float lo, float hi)
+                         float *restrict c, int64_t ldc, int mr, const float *bias,
+                         const float *add, int flags, float lo, float hi)
 {
     ql_v8 c0, c1, c2, c3, c4, c5, d0, d1, d2, d3, d4, d5;
     c0 = c1 = c2 = c3 = c4 = c5 = d0 = d1 = d2 = d3 = d4 = d5 = QL_V8(0.0f);
@@ -201,6 +214,19 @@ QL_INLINE void ukr8_body(int64_t kc, const float *restrict a, const float *restr
         c3 += QL_V8(a[3]) * b0, c4 += QL_V8(a[4]) * b0, c5 += QL_V8(a[5]) * b0;
     }
     c0 += d0, c1 += d1, c2 += d2, c3 += d3, c4 += d4, c5 += d5;
+    if (flags & QL_UKR_ADD) {
+        c0 += QL_LD8(add);
+        if (mr > 1)
+            c1 += QL_LD8(add + ldc);
+        if (mr > 2)
+            c2 += QL_LD8(add + 2 * ldc);
+        if (mr > 3)
+            c3 += QL_LD8(add + 3 * ldc);
+        if (mr > 4)
+            c4 += QL_LD8(add + 4 * ldc);
+        if (mr > 5)
+            c5 += QL_LD8(add + 5 * ldc);
+    }
     if (flags & QL_UKR_CLAMP) {
         ql_v8 l = QL_V8(lo), h = QL_V8(hi);
         c0 = QL_V8_CLAMP(c0, l, h), c1 = QL_V8_CLAMP(c1, l, h), c2 = QL_V8_CLAMP(c2, l, h);
@@ -220,26 +246,28 @@ QL_INLINE void ukr8_body(int64_t kc, const float *restrict a, const float *restr
 }
 
 QL_TARGET_FAST static void ukr8_fast(int64_t kc, const float *a, const float *b, float *c,
-                                     int64_t ldc, int mr, const float *bias, int flags, float lo,
-                                     float hi)
+                                     int64_t ldc, int mr, const float *bias, const float *add,
+                                     int flags, float lo, float hi)
 {
-    ukr8_body(kc, a, b, c, ldc, mr, bias, flags, lo, hi);
+    ukr8_body(kc, a, b, c, ldc, mr, bias, add, flags, lo, hi);
 }
 
 static void ukr8_portable(int64_t kc, const float *a, const float *b, float *c, int64_t ldc,
-                          int mr, const float *bias, int flags, float lo, float hi)
+                          int mr, const float *bias, const float *add, int flags, float lo,
+                          float hi)
 {
-    ukr8_body(kc, a, b, c, ldc, mr, bias, flags, lo, hi);
+    ukr8_body(kc, a, b, c, ldc, mr, bias, add, flags, lo, hi);
 }
 
 ql_ukr_fn ql_ukr_select(void) { return ql_cpu_fast() ? ukr_fast : ukr_portable; }
 ql_ukr_fn ql_ukr8_select(void) { return ql_cpu_fast() ? ukr8_fast : ukr8_portable; }
 
 void ql_ukr_partial(ql_ukr_fn fn, int width, int64_t kc, const float *a, const float *b, float *c,
-                    int64_t ldc, int mr, int nr, const float *bias, int flags, float lo, float hi)
+                    int64_t ldc, int mr, int nr, const float *bias, const float *add, int flags,
+                    float lo, float hi)
 {
     if (nr == width) {
-        fn(kc, a, b, c, ldc, mr, bias, flags, lo, hi);
+        fn(kc, a, b, c, ldc, mr, bias, add, flags, lo, hi);
         return;
     }
     /* a tile cut short on the right goes through a full-width buffer */
@@ -248,9 +276,23 @@ void ql_ukr_partial(ql_ukr_fn fn, int width, int64_t kc, const float *a, const f
     if (flags & QL_UKR_ACCUM)
         for (int r = 0; r < mr; r++)
             memcpy(buf + r * QL_NR, c + r * ldc, (size_t)nr * sizeof *buf);
-    fn(kc, a, b, buf, QL_NR, mr, bias, flags, lo, hi);
+    if (!(flags & QL_UKR_ADD)) {
+        fn(kc, a, b, buf, QL_NR, mr, bias, NULL, flags, lo, hi);
+        for (int r = 0; r < mr; r++)
+            memcpy(c + r * ldc, buf + r * QL_NR, (size_t)nr * sizeof *buf);
+        return;
+    }
+    /* the addend has the stride of c: add (then clamp) on the way out */
+    fn(kc, a, b, buf, QL_NR, mr, bias, NULL, flags & ~(QL_UKR_ADD | QL_UKR_CLAMP), lo, hi);
     for (int r = 0; r < mr; r++)
-        memcpy(c + r * ldc, buf + r * QL_NR, (size_t)nr * sizeof *buf);
+        for (int i = 0; i < nr; i++) {
+            float v = buf[r * QL_NR + i] + add[r * ldc + i];
+            if (flags & QL_UKR_CLAMP) {
+                v = v < lo ? lo : v; /* NaN passes through, as in the kernels */
+                v = v > hi ? hi : v;
+            }
+            c[r * ldc + i] = v;
+        }
 }
 
 /* ---------------------------------------------------------------------------

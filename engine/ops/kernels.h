@@ -106,6 +106,7 @@ enum {
     QL_UKR_ACCUM = 1, /* add to C instead of starting from bias (or zero) */
     QL_UKR_CLAMP = 2, /* clamp the result to [lo, hi] before storing */
     QL_UKR_STREAM = 4, /* final result, C 16-byte aligned: non-temporal stores */
+    QL_UKR_ADD = 8,    /* final result: add `add` (rows at add + r*ldc) before any clamp */
 };
 
 /* The k-block length for K: K split into equal blocks of at most QL_KC. */
@@ -127,18 +128,20 @@ static inline const float *ql_pack_a_at(const float *ap, int64_t M, int64_t K, i
 }
 
 typedef void (*ql_ukr_fn)(int64_t kc, const float *a, const float *b, float *c, int64_t ldc,
-                          int mr, const float *bias, int flags, float lo, float hi);
+                          int mr, const float *bias, const float *add, int flags, float lo,
+                          float hi);
 /* The MR x NR tile kernel for this machine over kc steps of a packed A
  * panel and a packed B tile: C tile rows at c + r*ldc, of which the first
  * mr (1..MR) are loaded and stored; bias has mr entries (or is NULL for
- * zero). */
+ * zero); add is read with QL_UKR_ADD (else may be NULL). */
 ql_ukr_fn ql_ukr_select(void);
 /* The MR x 8 kernel, for a last tile of at most 8 columns packed 8 wide. */
 ql_ukr_fn ql_ukr8_select(void);
 /* Runs fn (a kernel of `width` columns, 8 or 16) on a tile of mr <= MR
  * rows and nr <= width columns. */
 void ql_ukr_partial(ql_ukr_fn fn, int width, int64_t kc, const float *a, const float *b, float *c,
-                    int64_t ldc, int mr, int nr, const float *bias, int flags, float lo, float hi);
+                    int64_t ldc, int mr, int nr, const float *bias, const float *add, int flags,
+                    float lo, float hi);
 
 /* ---------------------------------------------------------------------------
  * Phase planes (ops/conv.c). For a 2-D window with strides (sh, sw) over an
