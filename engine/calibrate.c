@@ -13,7 +13,7 @@
 #include "calib_cache.h"
 #include "evaluate.h"
 #include "exec.h"
-#include "pool.h"
+#include "op.h"
 
 /* ---- statistics pass ------------------------------------------------------ */
 
@@ -24,7 +24,7 @@ typedef struct collect_ctx {
     int *hist_of;      /* per value: histogram index or -1 */
     int64_t count;     /* real samples in the current batch */
     int64_t batch;     /* rows fed (count plus padding) */
-    ql_exec_ctx ctx;   /* threads for splitting large tensors */
+    ql_exec_ctx *ctx;  /* the executor's threads, for splitting large tensors */
     int parts;
     ql_hist part[MAX_PARTS];
     const float *x;
@@ -64,7 +64,7 @@ static void add_batch(collect_ctx *c, int h, const ql_tensor *t)
     }
     if (c->st != QL_OK)
         return;
-    ql_parallel_for(&c->ctx, c->parts, 1, hist_part, c);
+    ql_parallel_for(c->ctx, c->parts, 1, hist_part, c);
     for (int p = 0; p < c->parts; p++)
         if (ql_hist_merge(&c->s->hists[h], &c->part[p], NULL) != QL_OK)
             c->st = QL_ERR_NOMEM;
@@ -92,7 +92,6 @@ ql_status ql_calib_collect(ql_model *m, const ql_qnet *q, const ql_dataset *d,
     ql_batcher b = {0};
     char *observe = NULL;
     collect_ctx cc;
-    ql_pool *pool = NULL;
     ql_status st = QL_OK;
     memset(&cc, 0, sizeof cc);
     if (o)
@@ -122,17 +121,13 @@ ql_status ql_calib_collect(ql_model *m, const ql_qnet *q, const ql_dataset *d,
         observe[v] = 1;
     }
     cc.s = s;
-    pool = ql_pool_new(opts.n_threads);
-    if (!pool) {
-        st = ql_fail(err, QL_ERR_NOMEM, "out of memory for calibration threads");
-        goto cleanup;
-    }
-    ql_ctx_init(&cc.ctx, pool);
-    cc.parts = ql_pool_threads(pool) < MAX_PARTS ? ql_pool_threads(pool) : MAX_PARTS;
     ql_exec_opts xo = {.n_threads = opts.n_threads, .observer = collect_observer,
                        .observer_user = &cc, .observe = observe, .cancel = opts.cancel};
     if ((st = ql_exec_new(g, &xo, &x, err)) != QL_OK)
         goto cleanup;
+    /* the observer runs between nodes, when the executor's threads are idle */
+    cc.ctx = ql_exec_context(x);
+    cc.parts = ql_exec_threads(x) < MAX_PARTS ? ql_exec_threads(x) : MAX_PARTS;
     if ((st = ql_batcher_init(&b, g, d, opts.batch, err)) != QL_OK)
         goto cleanup;
     int in = g->inputs[0];
@@ -184,10 +179,6 @@ cleanup:
     free(cc.hist_of);
     for (int p = 0; p < MAX_PARTS; p++)
         ql_hist_clear(&cc.part[p]);
-    if (pool) {
-        ql_ctx_destroy(&cc.ctx);
-        ql_pool_free(pool);
-    }
     return st;
 }
 

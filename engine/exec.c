@@ -198,6 +198,8 @@ void ql_exec_free(ql_exec *x)
 
 int ql_exec_threads(const ql_exec *x) { return ql_pool_threads(x->pool); }
 
+ql_exec_ctx *ql_exec_context(ql_exec *x) { return &x->ctx; }
+
 ql_status ql_exec_set_quant(ql_exec *x, const ql_exec_quant *q, ql_error *err)
 {
     (void)err;

@@ -47,6 +47,9 @@ typedef struct ql_exec_quant {
 ql_status ql_exec_set_quant(ql_exec *x, const ql_exec_quant *q, ql_error *err);
 void ql_exec_free(ql_exec *x);
 int ql_exec_threads(const ql_exec *x);
+/* The executor's threads (ql_parallel_for in op.h), for work an observer
+ * does between nodes, when they are idle. */
+struct ql_exec_ctx *ql_exec_context(ql_exec *x);
 
 /* Runs the whole graph. inputs[i] feeds g->inputs[i] (shapes checked against
  * the graph, dynamic dims free). outputs[j] receives a new owned tensor for
