@@ -20,6 +20,16 @@ int cmd_sensitivity(int argc, char **argv);
 int cmd_autoprec(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 
+/* --limit (-n), --batch (-b) and --threads (-t), shared by the commands
+ * that run a model: limit_s keeps the text for the session's command line. */
+typedef struct cli_run_opts {
+    long limit, batch, threads;
+    const char *limit_s;
+} cli_run_opts;
+/* 1 if getopt's c was one of them (stored), -1 after a bad value (message
+ * printed: exit 2), 0 otherwise. */
+int cli_run_opt(const char *cmd, int c, const char *arg, cli_run_opts *o);
+
 /* Shared option helpers: strict integer parsing with a located message. */
 int cli_parse_int(const char *cmd, const char *opt, const char *s, long min, long max,
                   long *out);

@@ -161,3 +161,18 @@ ql_status cli_load(cli_session *c, const char *model)
     }
     return cli_exec(c, &l, false);
 }
+
+int cli_run_opt(const char *cmd, int c, const char *arg, cli_run_opts *o)
+{
+    switch (c) {
+    case 'n':
+        o->limit_s = arg;
+        return cli_parse_int(cmd, "--limit", arg, 1, 1L << 40, &o->limit) ? -1 : 1;
+    case 'b':
+        return cli_parse_int(cmd, "--batch", arg, 1, 1 << 20, &o->batch) ? -1 : 1;
+    case 't':
+        return cli_parse_int(cmd, "--threads", arg, 1, 1024, &o->threads) ? -1 : 1;
+    default:
+        return 0;
+    }
+}

@@ -53,11 +53,16 @@ int cmd_autoprec(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     const char *data = NULL, *config = NULL, *target_s = NULL, *out = NULL, *labels_path = NULL;
-    const char *march = NULL, *stats_path = NULL, *prefer = NULL, *limit_s = NULL;
-    long limit = 0, threads = 0, batch = 0;
+    const char *march = NULL, *stats_path = NULL, *prefer = NULL;
     int c;
+    cli_run_opts ro = {0};
     optind = 1;
     while ((c = getopt_long(argc, argv, "d:c:T:o:l:n:t:b:h", opts, NULL)) != -1) {
+        int r = cli_run_opt("autoprec", c, optarg, &ro);
+        if (r < 0)
+            return 2;
+        if (r > 0)
+            continue;
         switch (c) {
         case 'd': data = optarg; break;
         case 'c': config = optarg; break;
@@ -74,19 +79,6 @@ int cmd_autoprec(int argc, char **argv)
             break;
         case OPT_MARCH:
             march = optarg; /* checked by the command */
-            break;
-        case 'n':
-            if (cli_parse_int("autoprec", "--limit", optarg, 1, 1L << 40, &limit))
-                return 2;
-            limit_s = optarg;
-            break;
-        case 't':
-            if (cli_parse_int("autoprec", "--threads", optarg, 1, 256, &threads))
-                return 2;
-            break;
-        case 'b':
-            if (cli_parse_int("autoprec", "--batch", optarg, 1, 1 << 20, &batch))
-                return 2;
             break;
         case 'h': autoprec_usage(stdout); return 0;
         default: autoprec_usage(stderr); return 2;
@@ -115,18 +107,18 @@ int cmd_autoprec(int argc, char **argv)
     cli_session cs;
     ql_status st;
     int rc = 1;
-    if (cli_session_open(&cs, "autoprec", threads, batch, false) != 0)
+    if (cli_session_open(&cs, "autoprec", ro.threads, ro.batch, false) != 0)
         goto done;
     cli_line cl = {0}, dl = {0}, sl = {0}, sl2 = {0}, al = {0}, ol = {0};
     cli_words(&cl, "load", "config", config, (const char *)NULL);
     cli_words(&dl, "data", "eval", data, (const char *)NULL);
     cli_opt(&dl, "labels", labels_path);
-    cli_opt(&dl, "limit", limit_s);
+    cli_opt(&dl, "limit", ro.limit_s);
     if (stats_path) {
         cli_words(&sl, "load", "stats", stats_path, (const char *)NULL);
     } else { /* statistics of the same samples */
         cli_words(&sl, "data", "calib", data, (const char *)NULL);
-        cli_opt(&sl, "limit", limit_s);
+        cli_opt(&sl, "limit", ro.limit_s);
         cli_words(&sl2, "collect", "stats", (const char *)NULL);
     }
     cli_words(&al, "autoprec", target_s, (const char *)NULL);

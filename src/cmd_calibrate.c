@@ -62,12 +62,18 @@ int cmd_calibrate(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     const char *data = NULL, *out = NULL, *algo = NULL, *walgo = NULL, *base = NULL;
-    const char *stats_in = NULL, *stats_out = NULL, *limit_s = NULL, *wbits_s = NULL;
+    const char *stats_in = NULL, *stats_out = NULL, *wbits_s = NULL;
     const char *abits_s = NULL;
-    long wbits = 0, abits = 0, limit = 0, batch = 0, threads = 0;
+    long wbits = 0, abits = 0;
     int per_tensor = 0, c;
+    cli_run_opts ro = {0};
     optind = 1;
     while ((c = getopt_long(argc, argv, "d:o:a:w:c:n:b:t:h", opts, NULL)) != -1) {
+        int r = cli_run_opt("calibrate", c, optarg, &ro);
+        if (r < 0)
+            return 2;
+        if (r > 0)
+            continue;
         switch (c) {
         case 'd': data = optarg; break;
         case 'o': out = optarg; break;
@@ -91,19 +97,6 @@ int cmd_calibrate(int argc, char **argv)
             }
             abits_s = optarg;
             break;
-        case 'n':
-            if (cli_parse_int("calibrate", "--limit", optarg, 1, 1L << 40, &limit))
-                return 2;
-            limit_s = optarg;
-            break;
-        case 'b':
-            if (cli_parse_int("calibrate", "--batch", optarg, 1, 1 << 20, &batch))
-                return 2;
-            break;
-        case 't':
-            if (cli_parse_int("calibrate", "--threads", optarg, 1, 1024, &threads))
-                return 2;
-            break;
         case 'h': calibrate_usage(stdout); return 0;
         default: calibrate_usage(stderr); return 2;
         }
@@ -126,14 +119,14 @@ int cmd_calibrate(int argc, char **argv)
     ql_status st;
     int rc = 1;
     double t0 = progress_now();
-    if (cli_session_open(&cs, "calibrate", threads, batch, false) != 0)
+    if (cli_session_open(&cs, "calibrate", ro.threads, ro.batch, false) != 0)
         goto done;
     cli_line bl = {0}, dl = {0}, sl = {0}, cl = {0}, ol = {0}, wl = {0};
     if (base)
         cli_words(&bl, "load", "config", base, (const char *)NULL);
     if (data) {
         cli_words(&dl, "data", "calib", data, (const char *)NULL);
-        cli_opt(&dl, "limit", limit_s);
+        cli_opt(&dl, "limit", ro.limit_s);
     }
     if (stats_in)
         cli_words(&sl, "load", "stats", stats_in, (const char *)NULL);

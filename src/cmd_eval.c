@@ -87,28 +87,20 @@ int cmd_eval(int argc, char **argv)
         {"config", required_argument, NULL, 'c'},
         {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
     };
-    const char *data = NULL, *labels = NULL, *config = NULL, *limit_s = NULL;
-    long limit = 0, batch = 0, threads = 0;
+    const char *data = NULL, *labels = NULL, *config = NULL;
     int json = 0, c;
+    cli_run_opts ro = {0};
     optind = 1;
     while ((c = getopt_long(argc, argv, "d:l:c:n:b:t:h", opts, NULL)) != -1) {
+        int r = cli_run_opt("eval", c, optarg, &ro);
+        if (r < 0)
+            return 2;
+        if (r > 0)
+            continue;
         switch (c) {
         case 'd': data = optarg; break;
         case 'l': labels = optarg; break;
         case 'c': config = optarg; break;
-        case 'n':
-            if (cli_parse_int("eval", "--limit", optarg, 1, 1L << 40, &limit))
-                return 2;
-            limit_s = optarg;
-            break;
-        case 'b':
-            if (cli_parse_int("eval", "--batch", optarg, 1, 1 << 20, &batch))
-                return 2;
-            break;
-        case 't':
-            if (cli_parse_int("eval", "--threads", optarg, 1, 1024, &threads))
-                return 2;
-            break;
         case 'j': json = 1; break;
         case 'h': eval_usage(stdout); return 0;
         default: eval_usage(stderr); return 2;
@@ -126,12 +118,12 @@ int cmd_eval(int argc, char **argv)
     cli_session cs;
     ql_status st;
     int rc = 1;
-    if (cli_session_open(&cs, "eval", threads, batch, true) != 0)
+    if (cli_session_open(&cs, "eval", ro.threads, ro.batch, true) != 0)
         goto done;
     cli_line dl = {0}, cl = {0}, el = {0};
     cli_words(&dl, "data", "eval", data, (const char *)NULL);
     cli_opt(&dl, "labels", labels);
-    cli_opt(&dl, "limit", limit_s);
+    cli_opt(&dl, "limit", ro.limit_s);
     if (config)
         cli_words(&cl, "load", "config", config, (const char *)NULL);
     cli_words(&el, "eval", config ? NULL : "float", (const char *)NULL);

@@ -100,13 +100,19 @@ int cmd_sensitivity(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
     };
     const char *data = NULL, *config = NULL, *labels = NULL, *out = NULL, *layer = NULL;
-    const char *mode_s = NULL, *metric_s = NULL, *limit_s = NULL, *cache_s = NULL;
+    const char *mode_s = NULL, *metric_s = NULL, *cache_s = NULL;
     ql_sens_mode mode;
     ql_sens_metric metric = QL_SM_COSINE;
-    long limit = 0, threads = 0, batch = 0, cache_mb = 0;
+    long cache_mb = 0;
     int json = 0, brute = 0, c;
+    cli_run_opts ro = {0};
     optind = 1;
     while ((c = getopt_long(argc, argv, "d:c:l:m:s:n:t:b:o:h", opts, NULL)) != -1) {
+        int r = cli_run_opt("sensitivity", c, optarg, &ro);
+        if (r < 0)
+            return 2;
+        if (r > 0)
+            continue;
         switch (c) {
         case 'd': data = optarg; break;
         case 'c': config = optarg; break;
@@ -130,19 +136,6 @@ int cmd_sensitivity(int argc, char **argv)
                 return 2;
             }
             metric_s = optarg;
-            break;
-        case 'n':
-            if (cli_parse_int("sensitivity", "--limit", optarg, 1, 1L << 40, &limit))
-                return 2;
-            limit_s = optarg;
-            break;
-        case 't':
-            if (cli_parse_int("sensitivity", "--threads", optarg, 1, 256, &threads))
-                return 2;
-            break;
-        case 'b':
-            if (cli_parse_int("sensitivity", "--batch", optarg, 1, 1 << 20, &batch))
-                return 2;
             break;
         case OPT_CACHE:
             if (cli_parse_int("sensitivity", "--cache-mb", optarg, 1, 1L << 24, &cache_mb))
@@ -169,13 +162,13 @@ int cmd_sensitivity(int argc, char **argv)
     cli_session cs;
     ql_status st;
     int rc = 1;
-    if (cli_session_open(&cs, "sensitivity", threads, batch, false) != 0)
+    if (cli_session_open(&cs, "sensitivity", ro.threads, ro.batch, false) != 0)
         goto done;
     cli_line cl = {0}, dl = {0}, sl = {0}, ol = {0};
     cli_words(&cl, "load", "config", config, (const char *)NULL);
     cli_words(&dl, "data", "eval", data, (const char *)NULL);
     cli_opt(&dl, "labels", labels);
-    cli_opt(&dl, "limit", limit_s);
+    cli_opt(&dl, "limit", ro.limit_s);
     cli_words(&sl, "sensitivity", (const char *)NULL);
     cli_opt(&sl, "mode", mode_s);
     cli_opt(&sl, "metric", metric_s);
