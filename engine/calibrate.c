@@ -358,6 +358,30 @@ static ql_status copy_tensor(ql_qtensor_cfg *dst, const ql_qtensor_cfg *src, ql_
     return QL_OK;
 }
 
+/* Tells the user when an algorithm kept less than a quarter of a tensor's
+ * observed range: often right (long tails), sometimes the sign of data an
+ * algorithm handles badly (kl on discrete or spiky histograms), and worth a
+ * look with sensitivity analysis either way. */
+static void note_heavy_clip(const ql_qnet *q, const ql_qconfig *c, const ql_calib_stats *s,
+                            int v, const ql_calib_opts *o)
+{
+    const char *name = q->g->values[v].name;
+    const ql_qtensor_cfg *t = ql_qconfig_find_tensor(c, name);
+    int h = ql_calib_stats_find(s, name);
+    if (!o->log || !t || h < 0 || s->hists[h].count == 0)
+        return;
+    double amax = fmax(fabs(s->hists[h].min), fabs(s->hists[h].max));
+    double kept = fmax(fabs((double)t->enc.lo[0]), fabs((double)t->enc.hi[0]));
+    if (!(amax > 0) || kept >= 0.25 * amax)
+        return;
+    int l = q->value_layer[v];
+    ql_qsettings set = ql_qconfig_layer_settings(c, l >= 0 ? q->layers[l].name : "");
+    char msg[800];
+    snprintf(msg, sizeof msg, "note: %.256s keeps %.0f%% of the range of '%.200s' (|x| up to %.4g)",
+             set.act_algo, 100.0 * kept / amax, name, amax);
+    o->log(o->log_user, msg);
+}
+
 static bool same_act_algo(const ql_qnet *q, const ql_qconfig *a, const ql_qconfig *b, int v)
 {
     int l = q->value_layer[v];
@@ -401,6 +425,8 @@ static ql_status encode_all(ql_model *m, const ql_qnet *q, ql_qconfig *c,
             st = t ? copy_tensor(t, old, err) : ql_fail(err, QL_ERR_NOMEM, "out of memory");
         } else {
             st = ql_calib_encode_act(q, tmp, s, ps, v, bits[v], err);
+            if (st == QL_OK)
+                note_heavy_clip(q, tmp, s, v, &opts);
         }
         if (st != QL_OK)
             goto cleanup;
