@@ -47,6 +47,9 @@ typedef struct cli_phases {
 } cli_phases;
 bool cli_phase_progress(void *user, const char *phase, int64_t done, int64_t total);
 void cli_phases_finish(cli_phases *p);
+/* Adds key: v to a JSON object, or null when !have or v is not finite. */
+struct cJSON;
+void cli_json_number(struct cJSON *o, const char *key, double v, int have);
 /* Log callback: "qlens CMD: msg" on stderr; user is the command name. */
 void cli_log(void *user, const char *msg);
 

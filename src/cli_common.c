@@ -1,6 +1,8 @@
 /* Helpers shared by the subcommands: the session a subcommand runs its
  * command lines on, phase progress bars, and Ctrl-C turned into the
  * session's cancel flag. */
+#include <cjson/cJSON.h>
+#include <math.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -175,4 +177,12 @@ int cli_run_opt(const char *cmd, int c, const char *arg, cli_run_opts *o)
     default:
         return 0;
     }
+}
+
+void cli_json_number(cJSON *o, const char *key, double v, int have)
+{
+    if (have && isfinite(v))
+        cJSON_AddNumberToObject(o, key, v);
+    else
+        cJSON_AddNullToObject(o, key);
 }

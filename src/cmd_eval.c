@@ -31,14 +31,6 @@ static void eval_usage(FILE *f)
             "[limit N]; then eval float, or load config C; eval.\n");
 }
 
-static void json_metric(cJSON *o, const char *key, double v, int have)
-{
-    if (have && isfinite(v))
-        cJSON_AddNumberToObject(o, key, v);
-    else
-        cJSON_AddNullToObject(o, key);
-}
-
 static int print_json(const session *s, const char *data, const char *config)
 {
     const ses_eval *e = &s->cur.last_eval;
@@ -51,8 +43,8 @@ static int print_json(const session *s, const char *data, const char *config)
     if (e->float_only) {
         cJSON_AddStringToObject(o, "data", data);
         cJSON_AddNumberToObject(o, "n", n);
-        json_metric(o, "correct", (double)m->correct_ref, e->labels);
-        json_metric(o, "top1_float", (double)m->correct_ref / n, e->labels);
+        cli_json_number(o, "correct", (double)m->correct_ref, e->labels);
+        cli_json_number(o, "top1_float", (double)m->correct_ref / n, e->labels);
         cJSON_AddNumberToObject(o, "batch", (double)e->batch);
         cJSON_AddNumberToObject(o, "threads", e->threads);
         cJSON_AddNumberToObject(o, "seconds", e->seconds);
@@ -60,11 +52,11 @@ static int print_json(const session *s, const char *data, const char *config)
     } else {
         cJSON_AddStringToObject(o, "config", config);
         cJSON_AddNumberToObject(o, "n", n);
-        json_metric(o, "top1_float", (double)m->correct_ref / n, e->labels);
-        json_metric(o, "top1_quant", (double)m->correct_q / n, e->labels);
+        cli_json_number(o, "top1_float", (double)m->correct_ref / n, e->labels);
+        cli_json_number(o, "top1_quant", (double)m->correct_q / n, e->labels);
         cJSON_AddNumberToObject(o, "agree", ql_metrics_agree(m));
         cJSON_AddNumberToObject(o, "cosine", ql_metrics_cosine(m));
-        json_metric(o, "sqnr_db", ql_metrics_sqnr_db(m), 1);
+        cli_json_number(o, "sqnr_db", ql_metrics_sqnr_db(m), 1);
         cJSON_AddNumberToObject(o, "mse", ql_metrics_mse(m));
         cJSON_AddNumberToObject(o, "max_abs", m->max_abs);
         cJSON_AddNumberToObject(o, "seconds", e->seconds);

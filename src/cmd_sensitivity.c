@@ -40,14 +40,6 @@ static void sensitivity_usage(FILE *f)
             "keep-partial; [export csv FILE].\n");
 }
 
-static void json_num(cJSON *o, const char *key, double v, int have)
-{
-    if (have && isfinite(v))
-        cJSON_AddNumberToObject(o, key, v);
-    else
-        cJSON_AddNullToObject(o, key);
-}
-
 static int print_json(const ql_sens_table *t, const char *model)
 {
     cJSON *o = cJSON_CreateObject(), *rows = cJSON_CreateArray();
@@ -69,9 +61,9 @@ static int print_json(const ql_sens_table *t, const char *model)
         cJSON_AddStringToObject(e, "op", r->op);
         cJSON_AddStringToObject(e, "precision", ql_prec_name(r->precision));
         for (int k = 0; k < QL_SM_COUNT; k++)
-            json_num(e, ql_sens_metric_name((ql_sens_metric)k),
+            cli_json_number(e, ql_sens_metric_name((ql_sens_metric)k),
                      ql_sens_row_metric(r, (ql_sens_metric)k), r->m.n > 0);
-        json_num(e, "weight_share", r->weight_share, r->m.n > 0);
+        cli_json_number(e, "weight_share", r->weight_share, r->m.n > 0);
         cJSON_AddBoolToObject(e, "done", r->done);
         cJSON_AddItemToArray(rows, e);
     }
