@@ -1,6 +1,7 @@
 /* Helpers shared by the histogram-based calibration plugins: input checks,
- * the |x| histogram (folded about zero, merged to a bin budget), and the
- * integer grid of a format for fake-quantization. Header-only, static. */
+ * the |x| histogram (folded about zero, or split at zero into its two
+ * sides; merged to a bin budget), and the integer grid of a format for
+ * fake-quantization. Header-only, static. */
 #ifndef QLENS_HIST_UTIL_H
 #define QLENS_HIST_UTIL_H
 
@@ -95,6 +96,70 @@ __attribute__((unused)) static uint64_t *hu_fold_abs(const qlp_hist *h, int maxb
             for (int j = k * f; j < (k + 1) * f && j < used; j++)
                 s += a[j];
             a[k] = s; /* k * f >= k: reads stay ahead of writes */
+        }
+        used = m;
+        *width = w * f;
+    }
+    *nb = used;
+    return a;
+}
+
+/* Splits the histogram at zero into two one-sided histograms of |x| on the
+ * same grid: pos[k] counts [k w, (k+1) w), neg[k] counts [-(k+1) w, -k w)
+ * (bin edges as in hu_fold_abs; exact for a range symmetric about zero with
+ * an even bin count, by bin centres otherwise). Both end at the last
+ * non-zero bin of either side and are merged by the same smallest factor
+ * leaving at most maxbins bins. Returns the pos array (neg is a second
+ * malloc'd array in *neg), or NULL on OOM; *nb == 0 when every value is 0. */
+__attribute__((unused)) static uint64_t *hu_split_signed(const qlp_hist *h, int maxbins,
+                                                        uint64_t **neg, int *nb, double *width)
+{
+    int n = h->nbins;
+    double w = (h->hi - h->lo) / n;
+    double amax = fmax(fabs(h->lo), fabs(h->hi));
+    double nad = w > 0 ? ceil(amax / w) : 1;
+    int na = nad < 1 ? 1 : nad > (1 << 24) ? (1 << 24) : (int)nad;
+    size_t cap = (size_t)(na > n ? na : n) + 1;
+    uint64_t *a = calloc(cap, sizeof *a), *b = calloc(cap, sizeof *b);
+    *neg = b;
+    if (!a || !b) {
+        free(a);
+        free(b);
+        *neg = NULL;
+        return NULL;
+    }
+    if (h->lo == -h->hi && n % 2 == 0) {
+        na = n / 2;
+        for (int k = 0; k < na; k++) {
+            a[k] = h->counts[na + k];
+            b[k] = h->counts[na - 1 - k];
+        }
+    } else {
+        for (int j = 0; j < n; j++) {
+            double c = h->lo + (j + 0.5) * w;
+            int k = w > 0 ? (int)(fabs(c) / w) : 0;
+            (c < 0 ? b : a)[k < na ? k : na - 1] += h->counts[j];
+        }
+    }
+    int last = na - 1;
+    while (last >= 0 && a[last] == 0 && b[last] == 0)
+        last--;
+    *width = w;
+    if (last < 0 || !(w > 0)) {
+        *nb = 0;
+        return a;
+    }
+    int used = last + 1, f = (used + maxbins - 1) / maxbins;
+    if (f > 1) {
+        int m = (used + f - 1) / f;
+        for (int k = 0; k < m; k++) {
+            uint64_t sa = 0, sb = 0;
+            for (int j = k * f; j < (k + 1) * f && j < used; j++) {
+                sa += a[j];
+                sb += b[j];
+            }
+            a[k] = sa;
+            b[k] = sb;
         }
         used = m;
         *width = w * f;

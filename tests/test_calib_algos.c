@@ -2,11 +2,12 @@
  * dlopened from the build tree ($QLENS_BUILDDIR/plugins/.libs). Each is
  * compared with a straightforward implementation written here that works on
  * the RAW values: sorting for percentiles, KL recomputed bin by bin from a
- * histogram of |x| binned here, MSE by brute force over the raw values.
+ * histogram of both sides of zero binned here, MSE by brute force over the
+ * raw values.
  *
  * Criterion: the plugin's threshold equals the reference's within one bin of
  * the histogram the algorithm works on (percentile: R/4096; kl and mse: the
- * |x| histogram merged to <= 2048 bins; the asymmetric mse pair grid: one
+ * histogram merged to <= 2048 bins a side; the asymmetric mse pair grid: one
  * grid step, |min|/64 and max/64). minmax and the weight algorithms are
  * exact (1e-12 relative). mse on activations is also checked against its
  * histogram objective evaluated bin by bin (the same candidate, exactly);
@@ -58,9 +59,19 @@ static const qlp_format INT8_SYM = {8, 1, 1, -128, 127};
 static const qlp_format INT8_ASYM = {8, 1, 0, -128, 127};
 static const qlp_format UINT8_ASYM = {8, 0, 0, 0, 255};
 
-typedef enum { D_GAUSS, D_LAPLACE, D_OUTLIERS, D_RELU, D_ABS_LAPLACE, D_ZERO, D_CONST, D_COUNT } dkind;
+typedef enum {
+    D_GAUSS,
+    D_LAPLACE,
+    D_OUTLIERS,
+    D_RELU,
+    D_ABS_LAPLACE,
+    D_ZERO,
+    D_CONST,
+    D_IMAGE,
+    D_COUNT
+} dkind;
 static const char *const dnames[D_COUNT] = {"gauss", "laplace", "outliers", "relu",
-                                            "abs-laplace", "zero", "constant"};
+                                            "abs-laplace", "zero", "constant", "image"};
 
 static double unif01(tu_rng *r)
 {
@@ -82,6 +93,13 @@ static float *make_data(dkind k, int64_t n, uint64_t seed)
         case D_ABS_LAPLACE: x[i] = (float)fabs(2 * lap); break;
         case D_ZERO: x[i] = 0; break;
         case D_CONST: x[i] = -1.75f; break;
+        case D_IMAGE: {
+            /* a normalised 8-bit image: 60% background (pixel 0, all at one
+             * negative value), the rest discrete levels up to 255 */
+            double px = unif01(&r) < 0.6 ? 0 : floor(1 + 254.99 * pow(unif01(&r), 0.7));
+            x[i] = (float)((px / 255 - 0.286) / 0.353);
+            break;
+        }
         default: break;
         }
     }
@@ -111,40 +129,6 @@ static double ref_absmax(const float *x, int64_t n)
     for (int64_t i = 0; i < n; i++)
         a = fmax(a, fabs(x[i]));
     return a;
-}
-
-/* |x| histogram binned here: R = smallest power of two >= max |x|, 4096
- * bins of width R/4096 (|x| = R in the last), cut after the last non-zero
- * bin, merged by the smallest factor leaving <= 2048 bins. Returns nb. */
-static int ref_abs_hist(const float *x, int64_t n, double *bins, double *width)
-{
-    double a = ref_absmax(x, n), R = 1;
-    if (a == 0) {
-        *width = 0;
-        return 0;
-    }
-    while (R < a)
-        R *= 2;
-    while (R / 2 >= a)
-        R /= 2;
-    double w = R / 4096;
-    double *raw = calloc(4096, sizeof *raw);
-    for (int64_t i = 0; i < n; i++) {
-        int b = (int)floor(fabs(x[i]) / w);
-        raw[b > 4095 ? 4095 : b] += 1;
-    }
-    int used = 4096;
-    while (raw[used - 1] == 0)
-        used--;
-    int f = (used + 2047) / 2048, nb = (used + f - 1) / f;
-    for (int k = 0; k < nb; k++) {
-        bins[k] = 0;
-        for (int j = k * f; j < (k + 1) * f && j < used; j++)
-            bins[k] += raw[j];
-    }
-    free(raw);
-    *width = w * f;
-    return nb;
 }
 
 static double thr(double lo, double hi)
@@ -287,61 +271,114 @@ static void test_percentile(void **state)
  * kl: the TensorRT procedure, bin by bin
  * ------------------------------------------------------------------------- */
 
-static double ref_kl(const float *x, int64_t n, int levels)
+/* The two sides of zero binned here on the grid of ref_abs_hist: pos[k]
+ * counts x in [k w, (k+1) w), neg[k] counts x in [-(k+1) w, -k w), both cut
+ * after the last bin non-empty on either side and merged by one factor
+ * leaving <= 2048 bins. Returns nb. */
+static int ref_signed_hist(const float *x, int64_t n, double *pos, double *neg, double *width)
 {
-    double *bins = malloc(2048 * sizeof *bins), w;
-    int nb = ref_abs_hist(x, n, bins, &w);
-    double absmax = ref_absmax(x, n);
-    if (nb > 1)
-        bins[0] = bins[1]; /* the zero spike is flattened, as NVIDIA's implementation does */
-    if (nb == 0 || levels >= nb) {
-        free(bins);
-        return absmax;
+    double a = ref_absmax(x, n), R = 1;
+    if (a == 0) {
+        *width = 0;
+        return 0;
     }
-    double *P = malloc((size_t)nb * sizeof *P), *Q = malloc((size_t)nb * sizeof *Q);
-    double best = INFINITY;
-    int best_i = nb;
-    for (int i = levels; i <= nb; i++) {
+    while (R < a)
+        R *= 2;
+    while (R / 2 >= a)
+        R /= 2;
+    double w = R / 4096;
+    double *rp = calloc(4096, sizeof *rp), *rn = calloc(4096, sizeof *rn);
+    for (int64_t i = 0; i < n; i++) {
+        int b = x[i] >= 0 ? (int)floor(x[i] / w) : (int)ceil(-x[i] / w) - 1;
+        (x[i] >= 0 ? rp : rn)[b > 4095 ? 4095 : b] += 1;
+    }
+    int used = 4096;
+    while (rp[used - 1] == 0 && rn[used - 1] == 0)
+        used--;
+    int f = (used + 2047) / 2048, nb = (used + f - 1) / f;
+    for (int k = 0; k < nb; k++) {
+        pos[k] = neg[k] = 0;
+        for (int j = k * f; j < (k + 1) * f && j < used; j++) {
+            pos[k] += rp[j];
+            neg[k] += rn[j];
+        }
+    }
+    free(rp);
+    free(rn);
+    *width = w * f;
+    return nb;
+}
+
+/* KL(P || Q) of one threshold, P and Q built bin by bin on each non-empty
+ * side and joined; INFINITY where P > 0 meets Q = 0. */
+static double ref_kl_at(double *const side[2], int nb, int i, int levels)
+{
+    double *P = malloc(2 * (size_t)nb * sizeof *P), *Q = malloc(2 * (size_t)nb * sizeof *Q);
+    int m = 0;
+    for (int k = 0; k < 2; k++) {
+        const double *b = side[k];
+        double tot = 0;
+        for (int j = 0; j < nb; j++)
+            tot += b[j];
+        if (tot == 0)
+            continue;
         double out = 0;
         for (int j = i; j < nb; j++)
-            out += bins[j];
+            out += b[j];
         for (int j = 0; j < i; j++)
-            P[j] = bins[j];
-        P[i - 1] += out;
+            P[m + j] = b[j];
+        P[m + i - 1] += out;
         for (int g = 0; g < levels; g++) {
             int s = (int)((int64_t)g * i / levels), e = (int)((int64_t)(g + 1) * i / levels);
             double mass = 0;
             int nz = 0;
             for (int j = s; j < e; j++) {
-                mass += bins[j];
-                nz += bins[j] != 0;
+                mass += b[j];
+                nz += b[j] != 0;
             }
             for (int j = s; j < e; j++)
-                Q[j] = bins[j] != 0 ? mass / nz : 0;
+                Q[m + j] = b[j] != 0 ? mass / nz : 0;
         }
-        double sp = 0, sq = 0, kl = 0;
-        for (int j = 0; j < i; j++) {
-            sp += P[j];
-            sq += Q[j];
+        m += i;
+    }
+    double sp = 0, sq = 0, kl = 0;
+    for (int j = 0; j < m; j++) {
+        sp += P[j];
+        sq += Q[j];
+    }
+    for (int j = 0; j < m; j++) {
+        if (P[j] == 0)
+            continue;
+        if (Q[j] == 0) {
+            kl = INFINITY;
+            break;
         }
-        for (int j = 0; j < i; j++) {
-            if (P[j] == 0)
-                continue;
-            if (Q[j] == 0) {
-                kl = INFINITY;
-                break;
-            }
-            kl += P[j] / sp * log((P[j] / sp) / (Q[j] / sq));
-        }
+        kl += P[j] / sp * log((P[j] / sp) / (Q[j] / sq));
+    }
+    free(P);
+    free(Q);
+    return kl;
+}
+
+static double ref_kl(const float *x, int64_t n, int levels)
+{
+    double *pos = malloc(2048 * sizeof *pos), *neg = malloc(2048 * sizeof *neg), w;
+    int nb = ref_signed_hist(x, n, pos, neg, &w);
+    double absmax = ref_absmax(x, n);
+    if (nb > 1)
+        pos[0] = pos[1]; /* the zero spike is flattened, as NVIDIA's implementation does */
+    double best = INFINITY;
+    int best_i = nb;
+    for (int i = levels; i < nb + 1 && levels < nb; i++) {
+        double kl = ref_kl_at((double *[2]){pos, neg}, nb, i, levels);
         if (kl < best) {
             best = kl;
             best_i = i;
         }
     }
-    free(P);
-    free(Q);
-    free(bins);
-    return fmin(best_i * w, absmax);
+    free(pos);
+    free(neg);
+    return nb == 0 ? absmax : fmin(best_i * w, absmax);
 }
 
 static void test_kl(void **state)
@@ -352,8 +389,8 @@ static void test_kl(void **state)
         float *x = make_data(k, N_VALUES, 300 + k);
         stats s;
         make_stats(&s, x, N_VALUES);
-        double bins[2048], w;
-        ref_abs_hist(x, N_VALUES, bins, &w);
+        double pos[2048], neg[2048], w;
+        ref_signed_hist(x, N_VALUES, pos, neg, &w);
         for (int f = 0; f < 2; f++) {
             const qlp_format *fmt = f ? &UINT8_ASYM : &INT8_SYM;
             if (f && s.h.min < 0)
@@ -368,6 +405,10 @@ static void test_kl(void **state)
                    f ? "uint8" : "int8 ", t, ref, w, ms);
             if (!(fabs(t - ref) <= w * (1 + 1e-9)))
                 fail_msg("kl %s: t = %.9g, reference %.9g, bin %.3g", dnames[k], t, ref, w);
+            /* the background spike at -0.81 must not set the clip of the
+             * positive side (up to 2.02): folded into |x|, it would */
+            if (k == D_IMAGE && !(t > 1.2))
+                fail_msg("kl image: t = %.9g clips the positive side at the background", t);
         }
         free(x);
         ql_hist_clear(&s.h);
