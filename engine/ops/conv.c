@@ -15,7 +15,8 @@
  *    kernel.
  * Tasks are (image, group, column block, row range); any split gives the
  * same bits, since every output is a sum over k in order.
- * Depthwise convolutions use a direct kernel over phase planes.
+ * Depthwise convolutions use a direct kernel over phase planes, and so do
+ * group-1 convolutions of at most 64 channels (ops/conv_direct.c).
  * ConvTranspose is BLAS sgemm (W^T x) followed by a col2im scatter-add,
  * one task per (image, group). */
 #include <cblas.h>
@@ -1040,6 +1041,11 @@ static ql_status conv_run(const ql_node *n, const ql_tensor *const *in, ql_tenso
         return QL_OK;
     if (is_depthwise(&g))
         return conv_depthwise(&g, x->data, wt->data, b ? b->data : NULL, ctx->post_add,
+                              out[0]->data, &act, ctx, err);
+    ql_dconv dc = {g.N, g.C, g.M, g.in[1], g.in[2], g.out[1], g.out[2], g.k[1], g.k[2],
+                   g.s[1], g.s[2], g.d[1], g.d[2], g.pb[1], g.pb[2]};
+    if (g.G == 1 && g.nsp <= 2 && ql_conv_direct_fits(&dc))
+        return ql_conv_direct(&dc, x->data, wt->data, b ? b->data : NULL, ctx->post_add,
                               out[0]->data, &act, ctx, err);
     return conv_gemm(&g, n, x->data, wt->data, b ? b->data : NULL, ctx->post_add, out[0]->data,
                      &act, ctx, err);

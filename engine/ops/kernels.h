@@ -177,4 +177,23 @@ void ql_phase_build(const ql_phase *p, const float *x, float fill, float *dst);
 void ql_phase_rows(const ql_phase *p, const float *x, float fill, float *dst, int64_t i0,
                    int64_t nrows);
 
+/* ---------------------------------------------------------------------------
+ * Direct convolution for few channels (ops/conv_direct.c): group 1, 1-D or
+ * 2-D, kernels of more than one tap; computes from phase-plane rows built
+ * per band of output rows, with no B packing and no column buffer.
+ * ------------------------------------------------------------------------- */
+typedef struct ql_dconv {
+    int64_t N, C, M;                        /* batch, input and output channels */
+    int64_t ih, iw, oh, ow;                 /* input and output extents (1-D: 1 x w) */
+    int64_t kh, kw, sh, sw, dh, dw, ph, pw; /* kernel, strides, dilations, leading pads */
+} ql_dconv;
+
+/* True when ql_conv_direct handles d and is expected to beat the GEMM path. */
+int ql_conv_direct_fits(const ql_dconv *d);
+/* y = conv(x, w) + bias (NULL: none), then + add (NULL: none; y's shape),
+ * then act's clamp. w is [M][C][kh][kw], read (packed) on every call. */
+ql_status ql_conv_direct(const ql_dconv *d, const float *x, const float *w, const float *bias,
+                         const float *add, float *y, const ql_act *act, ql_exec_ctx *ctx,
+                         ql_error *err);
+
 #endif

@@ -1,0 +1,438 @@
+/* Direct convolution for few channels (kernels.h, used by ops/conv.c).
+ *
+ * Why it exists: with 16-32 channels the packed GEMM path spends most of
+ * its time moving data (packing B tiles, copying the column buffer to y
+ * because padded rows are computed wq wide) rather than in its
+ * micro-kernel. Here each task builds the phase-plane rows of one band of
+ * output rows once (in cache) and computes output rows straight into y:
+ * a tile of MB output channels x NB 8-wide column vectors sits in
+ * registers while k = (input channel, tap) runs over the packed weights.
+ * A row of OW >= 8 outputs is covered by vectors at 8i, the last one moved
+ * back to OW - 8 (it recomputes a few outputs, with the same bits, instead
+ * of masking). Rows shorter than 8 (late, small layers) use the transposed
+ * tile instead: 16 output channels (two vectors) x 6 output pixels, the
+ * input broadcast, stored through a small buffer. Every output is bias +
+ * its k terms in order, then the fused residual add, then the clamp,
+ * whatever the band split or thread count. */
+#include <string.h>
+
+#include "kernels.h"
+#include "../pool.h"
+
+#define DC_MAX_MB 6
+#define DC_MAX_NB 4
+#define DC_MAX_REGS 16                       /* accumulators + NB inputs + 1 weight */
+/* Channel limits (input and output), measured against the GEMM path: rows
+ * of 8 or more lose at 64 channels (the GEMM overheads are shared by more
+ * rows there); short rows gain up to 64. 1x1 kernels (K = C, few steps per
+ * tile) measured slower here, so they stay with GEMM too. */
+#define DC_MAX_CH_ROWS 32
+#define DC_MAX_CH_SHORT 64
+#define DC_PLANE_BYTES ((int64_t)96 << 10)   /* plane rows one task holds (L2) */
+#define DC_MAX_CHUNKS 64                     /* column chunks per row: rows up to 2048 */
+
+typedef void (*dc_fn)(int64_t K, const float *wp, const float *src, const int64_t *koff,
+                      int64_t last, float *y, int64_t ystride, const float *add,
+                      const float *bias, ql_act act);
+
+/* The MB x NB tile: y rows at y + r*ystride (r < MB), vectors at column
+ * 8v (v < NB-1) and `last`; input vector v of step k at src + koff[k] +
+ * the same column; weights wp[k*MB + r]. The add is read before any store,
+ * so it may overlap y. MB and NB are constants in every instance. */
+QL_INLINE void dc_body(const int MB, const int NB, int64_t K, const float *restrict wp,
+                       const float *restrict src, const int64_t *restrict koff, int64_t last,
+                       float *y, int64_t ystride, const float *add, const float *bias, ql_act act)
+{
+    ql_v8 acc[DC_MAX_MB][DC_MAX_NB];
+#pragma GCC unroll 8
+    for (int r = 0; r < MB; r++)
+#pragma GCC unroll 8
+        for (int v = 0; v < NB; v++)
+            acc[r][v] = QL_V8(bias ? bias[r] : 0.0f);
+    for (int64_t k = 0; k < K; k++) {
+        const float *p = src + koff[k];
+        ql_v8 xv[DC_MAX_NB];
+#pragma GCC unroll 8
+        for (int v = 0; v < NB; v++)
+            xv[v] = QL_LD8(p + (v == NB - 1 ? last : 8 * v));
+#pragma GCC unroll 8
+        for (int r = 0; r < MB; r++) {
+            ql_v8 wv = QL_V8(wp[r]);
+#pragma GCC unroll 8
+            for (int v = 0; v < NB; v++)
+                acc[r][v] += wv * xv[v];
+        }
+        wp += MB;
+    }
+    if (add)
+#pragma GCC unroll 8
+        for (int r = 0; r < MB; r++)
+#pragma GCC unroll 8
+            for (int v = 0; v < NB; v++)
+                acc[r][v] += QL_LD8(add + r * ystride + (v == NB - 1 ? last : 8 * v));
+    if (act.on) {
+        ql_v8 lo = QL_V8(act.lo), hi = QL_V8(act.hi);
+#pragma GCC unroll 8
+        for (int r = 0; r < MB; r++)
+#pragma GCC unroll 8
+            for (int v = 0; v < NB; v++)
+                acc[r][v] = QL_V8_CLAMP(acc[r][v], lo, hi);
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < MB; r++)
+#pragma GCC unroll 8
+        for (int v = 0; v < NB; v++)
+            QL_ST8(y + r * ystride + (v == NB - 1 ? last : 8 * v), acc[r][v]);
+}
+
+#define DC_ARGS                                                                               \
+    int64_t K, const float *wp, const float *src, const int64_t *koff, int64_t last, float *y, \
+        int64_t ystride, const float *add, const float *bias, ql_act act
+#define DC_PASS K, wp, src, koff, last, y, ystride, add, bias, act
+#define DC_PAIR(mb, nb)                                                                     \
+    QL_TARGET_FAST static void dc_fast_##mb##_##nb(DC_ARGS) { dc_body(mb, nb, DC_PASS); } \
+    static void dc_port_##mb##_##nb(DC_ARGS) { dc_body(mb, nb, DC_PASS); }
+#define DC_ROW(mb) DC_PAIR(mb, 1) DC_PAIR(mb, 2)
+DC_ROW(1) DC_ROW(2) DC_ROW(3) DC_ROW(4) DC_ROW(5) DC_ROW(6)
+DC_PAIR(1, 3) DC_PAIR(2, 3) DC_PAIR(3, 3) DC_PAIR(4, 3)
+DC_PAIR(1, 4) DC_PAIR(2, 4)
+
+/* [fast][MB][NB]; NULL where the tile would not fit in the registers */
+static const dc_fn dc_table[2][DC_MAX_MB + 1][DC_MAX_NB + 1] = {
+    {{0},
+     {0, dc_port_1_1, dc_port_1_2, dc_port_1_3, dc_port_1_4},
+     {0, dc_port_2_1, dc_port_2_2, dc_port_2_3, dc_port_2_4},
+     {0, dc_port_3_1, dc_port_3_2, dc_port_3_3, 0},
+     {0, dc_port_4_1, dc_port_4_2, dc_port_4_3, 0},
+     {0, dc_port_5_1, dc_port_5_2, 0, 0},
+     {0, dc_port_6_1, dc_port_6_2, 0, 0}},
+    {{0},
+     {0, dc_fast_1_1, dc_fast_1_2, dc_fast_1_3, dc_fast_1_4},
+     {0, dc_fast_2_1, dc_fast_2_2, dc_fast_2_3, dc_fast_2_4},
+     {0, dc_fast_3_1, dc_fast_3_2, dc_fast_3_3, 0},
+     {0, dc_fast_4_1, dc_fast_4_2, dc_fast_4_3, 0},
+     {0, dc_fast_5_1, dc_fast_5_2, 0, 0},
+     {0, dc_fast_6_1, dc_fast_6_2, 0, 0}},
+};
+
+/* The transposed tile: CV_P pixels (plane offsets pix[p]) x 16 channels;
+ * weights wp[k*16 + l], bias16 has 16 entries. Writes the raw sums to
+ * tile[p*16 + l]. */
+#define CV_P 6
+#define CV_M 16
+QL_INLINE void cv_body(int64_t K, const float *restrict wp, const float *restrict src,
+                       const int64_t *restrict koff, const int64_t *pix, float *restrict tile,
+                       const float *bias16)
+{
+    ql_v8 acc[CV_P][2];
+    const float *sp[CV_P];
+#pragma GCC unroll 8
+    for (int p = 0; p < CV_P; p++) {
+        acc[p][0] = QL_LD8(bias16), acc[p][1] = QL_LD8(bias16 + 8);
+        sp[p] = src + pix[p];
+    }
+    for (int64_t k = 0; k < K; k++) {
+        int64_t o = koff[k];
+        ql_v8 w0 = QL_LD8(wp), w1 = QL_LD8(wp + 8);
+#pragma GCC unroll 8
+        for (int p = 0; p < CV_P; p++) {
+            ql_v8 xb = QL_V8(sp[p][o]);
+            acc[p][0] += xb * w0, acc[p][1] += xb * w1;
+        }
+        wp += CV_M;
+    }
+#pragma GCC unroll 8
+    for (int p = 0; p < CV_P; p++)
+        QL_ST8(tile + p * CV_M, acc[p][0]), QL_ST8(tile + p * CV_M + 8, acc[p][1]);
+}
+
+QL_TARGET_FAST static void cv_fast(int64_t K, const float *wp, const float *src,
+                                   const int64_t *koff, const int64_t *pix, float *tile,
+                                   const float *bias16)
+{
+    cv_body(K, wp, src, koff, pix, tile, bias16);
+}
+
+static void cv_port(int64_t K, const float *wp, const float *src, const int64_t *koff,
+                    const int64_t *pix, float *tile, const float *bias16)
+{
+    cv_body(K, wp, src, koff, pix, tile, bias16);
+}
+
+/* Estimated cycles of one k step of an mb x nb tile: FMAs on two pipes,
+ * at least the FMA latency (4) per step, loads on two ports. */
+static double dc_cost(int mb, int nb)
+{
+    double fma = mb * nb / 2.0, lat = 4.0, ld = (mb + nb + 1) / 2.0;
+    double c = fma > lat ? fma : lat;
+    return c > ld ? c : ld;
+}
+
+/* The rows per tile for tiles nb vectors wide over M channels: the
+ * cheapest blocking (ties to taller tiles, which read the input less). */
+static int dc_pick_mb(int64_t M, int nb)
+{
+    int best = 1;
+    double best_cost = 0;
+    for (int mb = 1; mb <= DC_MAX_MB && mb * nb + nb + 1 <= DC_MAX_REGS; mb++) {
+        double c = (double)(M / mb) * dc_cost(mb, nb) + (M % mb ? dc_cost((int)(M % mb), nb) : 0);
+        if (mb == 1 || c <= best_cost)
+            best = mb, best_cost = c;
+    }
+    return best;
+}
+
+int ql_conv_direct_fits(const ql_dconv *d)
+{
+    int64_t maxch = d->ow < 8 ? DC_MAX_CH_SHORT : DC_MAX_CH_ROWS;
+    return d->C >= 1 && d->C <= maxch && d->M >= 1 && d->M <= maxch && d->kh * d->kw > 1 &&
+           d->ow >= 1 && d->ow <= 8 * DC_MAX_NB * DC_MAX_CHUNKS && d->oh >= 1 &&
+           d->N * d->M * d->oh * d->ow * (int64_t)sizeof(float) <= QL_STREAM_BYTES;
+}
+
+typedef struct dc_job {
+    ql_dconv d;
+    ql_act act;
+    const float *x, *bias, *add;
+    float *y;
+    int cv;            /* transposed tiles (rows shorter than a vector) */
+    const float *wp;   /* packed weights: block at m0*K, element (k, r) at k*mb + r
+                        * (cv: block of 16 at m0*K, element (k, l) at k*16 + l) */
+    const float *bias16; /* cv: the bias padded to whole blocks of 16 (zeros) */
+    const int64_t *koff;
+    ql_phase ph;
+    int64_t K, band, nbands, lrows, chan_stride;
+    int mb;            /* rows per tile (the last tile may have fewer) */
+    int64_t nchunks, col0[DC_MAX_CHUNKS], nbv[DC_MAX_CHUNKS], last[DC_MAX_CHUNKS];
+    float *scratch;
+    int64_t per_thread;
+    int fast;
+} dc_job;
+
+/* Output rows [o0, o1) of image img, tiles of mb rows x up to 4 vectors,
+ * stored straight into y. */
+static void dc_band_rows(const dc_job *j, const float *pl, int64_t img, int64_t o0, int64_t o1)
+{
+    const ql_dconv *d = &j->d;
+    int64_t OHW = d->oh * d->ow;
+    for (int64_t oh = o0; oh < o1; oh++) {
+        const float *row = pl + (oh - o0) * j->ph.wq;
+        int64_t yrow = img * d->M * OHW + oh * d->ow;
+        for (int64_t ci = 0; ci < j->nchunks; ci++) {
+            int nb = (int)j->nbv[ci];
+            int64_t col = j->col0[ci];
+            for (int64_t m0 = 0; m0 < d->M; m0 += j->mb) {
+                int r = d->M - m0 < j->mb ? (int)(d->M - m0) : j->mb;
+                int64_t yo = yrow + m0 * OHW + col;
+                dc_table[j->fast][r][nb](j->K, j->wp + m0 * j->K, row + col, j->koff,
+                                         j->last[ci], j->y + yo, OHW,
+                                         j->add ? j->add + yo : NULL,
+                                         j->bias ? j->bias + m0 : NULL, j->act);
+            }
+        }
+    }
+}
+
+/* The same band in transposed tiles of 6 pixels x 16 channels; a last
+ * short tile repeats its last pixel. The epilogue is scalar, the same
+ * operations as the vector one. */
+static void dc_band_cv(const dc_job *j, const float *pl, float *tile, int64_t img, int64_t o0,
+                       int64_t o1)
+{
+    const ql_dconv *d = &j->d;
+    int64_t OW = d->ow, OHW = d->oh * OW, npix = (o1 - o0) * OW;
+    for (int64_t p0 = 0; p0 < npix; p0 += CV_P) {
+        int64_t pix[CV_P], np = npix - p0 < CV_P ? npix - p0 : CV_P;
+        for (int p = 0; p < CV_P; p++) {
+            int64_t q = p0 + (p < np ? p : np - 1);
+            pix[p] = q / OW * j->ph.wq + q % OW;
+        }
+        int64_t ybase = img * d->M * OHW + o0 * OW + p0;
+        for (int64_t m0 = 0; m0 < d->M; m0 += CV_M) {
+            (j->fast ? cv_fast : cv_port)(j->K, j->wp + m0 * j->K, pl, j->koff, pix, tile,
+                                          j->bias16 + m0);
+            int64_t mn = d->M - m0 < CV_M ? d->M - m0 : CV_M;
+            for (int64_t l = 0; l < mn; l++) {
+                float *yo = j->y + ybase + (m0 + l) * OHW;
+                const float *ao = j->add ? j->add + ybase + (m0 + l) * OHW : NULL;
+                for (int64_t p = 0; p < np; p++) {
+                    float v = tile[p * CV_M + l];
+                    if (ao)
+                        v += ao[p];
+                    if (j->act.on) {
+                        v = v < j->act.lo ? j->act.lo : v; /* NaN passes through */
+                        v = v > j->act.hi ? j->act.hi : v;
+                    }
+                    yo[p] = v;
+                }
+            }
+        }
+    }
+}
+
+/* Plane rows [i0, i0+nrows) of all C channels for strides 1 (the common
+ * case), where a plane row is just a padded image row: [pw zeros][iw
+ * floats of the row][zeros up to wq]. The general ql_phase_rows spends
+ * more on its per-row bookkeeping than on copying rows this short. */
+QL_INLINE void dc_rows_s1_body(const float *x, int64_t C, int64_t ih, int64_t iw, int64_t ph,
+                               int64_t pw, int64_t wq, int64_t i0, int64_t nrows,
+                               int64_t chan_stride, float *pl)
+{
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t i = 0; i < nrows; i++) {
+            int64_t r = i0 + i - ph, t = 0;
+            float *d = pl + c * chan_stride + i * wq;
+            if (r < 0 || r >= ih) {
+                for (; t + 8 <= wq; t += 8)
+                    QL_ST8(d + t, QL_V8(0.0f));
+                for (; t < wq; t++)
+                    d[t] = 0.0f;
+                continue;
+            }
+            const float *s = x + (c * ih + r) * iw;
+            for (t = 0; t < pw; t++)
+                d[t] = 0.0f;
+            float *o = d + pw;
+            int64_t n = iw < wq - pw ? iw : wq - pw; /* iw, as pads are not negative */
+            if (n >= 8) {
+                for (t = 0; t + 8 <= n; t += 8)
+                    QL_ST8(o + t, QL_LD8(s + t));
+                QL_ST8(o + n - 8, QL_LD8(s + n - 8)); /* the last 8, overlapping */
+            } else {
+                for (t = 0; t < n; t++)
+                    o[t] = s[t];
+            }
+            for (t = pw + n; t < wq; t++)
+                d[t] = 0.0f;
+        }
+}
+
+QL_TARGET_FAST static void dc_rows_s1_fast(const float *x, int64_t C, int64_t ih, int64_t iw,
+                                           int64_t ph, int64_t pw, int64_t wq, int64_t i0,
+                                           int64_t nrows, int64_t chan_stride, float *pl)
+{
+    dc_rows_s1_body(x, C, ih, iw, ph, pw, wq, i0, nrows, chan_stride, pl);
+}
+
+static void dc_rows_s1_port(const float *x, int64_t C, int64_t ih, int64_t iw, int64_t ph,
+                            int64_t pw, int64_t wq, int64_t i0, int64_t nrows,
+                            int64_t chan_stride, float *pl)
+{
+    dc_rows_s1_body(x, C, ih, iw, ph, pw, wq, i0, nrows, chan_stride, pl);
+}
+
+/* Tasks are (image, band of output rows): build the band's plane rows
+ * (all input channels) in this thread's buffer, then compute the band. */
+static void dc_tasks(void *arg, int64_t begin, int64_t end, int tid)
+{
+    const dc_job *j = arg;
+    const ql_dconv *d = &j->d;
+    float *pl = j->scratch + (int64_t)tid * j->per_thread;
+    float *tile = pl + j->per_thread - CV_P * CV_M;
+    int64_t in_sz = d->ih * d->iw;
+    for (int64_t t = begin; t < end; t++) {
+        int64_t img = t / j->nbands, o0 = t % j->nbands * j->band;
+        int64_t o1 = o0 + j->band < d->oh ? o0 + j->band : d->oh;
+        const float *xi = j->x + img * d->C * in_sz;
+        if (d->sh == 1 && d->sw == 1)
+            (j->fast ? dc_rows_s1_fast : dc_rows_s1_port)(xi, d->C, d->ih, d->iw, d->ph, d->pw,
+                                                          j->ph.wq, o0, j->lrows,
+                                                          j->chan_stride, pl);
+        else
+            for (int64_t c = 0; c < d->C; c++)
+                ql_phase_rows(&j->ph, xi + c * in_sz, 0.0f, pl + c * j->chan_stride, o0,
+                              j->lrows);
+        if (j->cv)
+            dc_band_cv(j, pl, tile, img, o0, o1);
+        else
+            dc_band_rows(j, pl, img, o0, o1);
+    }
+}
+
+static size_t dc_align16(int64_t floats) { return (size_t)((floats + 15) / 16 * 16); }
+
+ql_status ql_conv_direct(const ql_dconv *d, const float *x, const float *w, const float *bias,
+                         const float *add, float *y, const ql_act *act, ql_exec_ctx *ctx,
+                         ql_error *err)
+{
+    dc_job j = {.d = *d, .act = *act, .x = x, .bias = bias, .add = add, .y = y,
+                .fast = ql_cpu_fast()};
+    int64_t kvol = d->kh * d->kw, K = d->C * kvol, eh = (d->kh - 1) * d->dh + 1;
+    int threads = ql_ctx_threads(ctx);
+    j.K = K;
+    ql_phase_plan(&j.ph, d->ih, d->iw, d->sh, d->sw, d->ph, d->pw, d->oh, d->ow, eh,
+                  (d->kw - 1) * d->dw + 1);
+
+    /* column chunks: nv vectors per row in chunks of at most DC_MAX_NB,
+     * as even as possible; the row's last vector ends at OW */
+    int64_t nv = (d->ow + 7) / 8;
+    j.nchunks = (nv + DC_MAX_NB - 1) / DC_MAX_NB;
+    if (j.nchunks > DC_MAX_CHUNKS) /* ql_conv_direct_fits says no */
+        return ql_fail(err, QL_ERR_UNSUPPORTED, "direct conv: rows of %lld outputs",
+                       (long long)d->ow);
+    for (int64_t ci = 0, v0 = 0; ci < j.nchunks; ci++) {
+        int64_t n = (nv - v0 + (j.nchunks - ci) - 1) / (j.nchunks - ci);
+        j.col0[ci] = 8 * v0;
+        j.nbv[ci] = n;
+        int64_t lastcol = 8 * (v0 + n - 1);
+        j.last[ci] = (lastcol + 8 > d->ow ? d->ow - 8 : lastcol) - j.col0[ci];
+        v0 += n;
+    }
+    j.mb = dc_pick_mb(d->M, (int)j.nbv[0]); /* chunks are at most this wide */
+    j.cv = d->ow < 8;
+    if (j.cv)
+        j.mb = CV_M;
+    int64_t mpad = (d->M + CV_M - 1) / CV_M * CV_M;
+
+    /* bands of output rows: plane rows of one band stay in L2, and small
+     * batches are cut into enough tasks to share out */
+    int64_t halo = (eh - 1) / d->sh;
+    int64_t row_bytes = d->C * d->sh * d->sw * j.ph.wq * (int64_t)sizeof(float);
+    int64_t fit = DC_PLANE_BYTES / row_bytes - halo;
+    int64_t nbands = fit >= 1 ? (d->oh + fit - 1) / fit : d->oh;
+    int64_t want = threads > 1 && d->N < 2 * threads ? (2 * threads + d->N - 1) / d->N : 1;
+    nbands = nbands > want ? nbands : want;
+    /* a task count the threads share evenly, when the batch is small */
+    for (;; nbands++) {
+        j.band = (d->oh + nbands - 1) / nbands;
+        j.nbands = (d->oh + j.band - 1) / j.band;
+        if (nbands >= d->oh || d->N >= 2 * threads || d->N * j.nbands % threads == 0)
+            break;
+    }
+    j.lrows = j.band + halo;
+    j.chan_stride = d->sh * d->sw * j.lrows * j.ph.wq;
+    j.per_thread = (int64_t)dc_align16(d->C * j.chan_stride) + CV_P * CV_M;
+
+    /* scratch: [packed weights][bias16][koff][per-thread planes, tile] */
+    size_t w_floats = dc_align16(mpad * K) + dc_align16(mpad), k_floats = dc_align16(2 * K);
+    size_t total = w_floats + k_floats + (size_t)j.per_thread * (size_t)threads;
+    float *sc = ql_ctx_scratch(ctx, total * sizeof(float));
+    if (!sc)
+        return ql_fail(err, QL_ERR_NOMEM, "out of memory for convolution scratch (%zu bytes)",
+                       total * sizeof(float));
+    /* weights packed per run, from the tensor given: a fake-quant plan
+     * may run the node with replacement weights */
+    float *wp = sc;
+    for (int64_t m0 = 0; m0 < d->M; m0 += j.mb) {
+        int64_t r = d->M - m0 < j.mb ? d->M - m0 : j.mb, rp = j.cv ? CV_M : r;
+        for (int64_t k = 0; k < K; k++)
+            for (int64_t rr = 0; rr < rp; rr++)
+                wp[m0 * K + k * rp + rr] = rr < r ? w[(m0 + rr) * K + k] : 0.0f;
+    }
+    float *b16 = sc + dc_align16(mpad * K);
+    for (int64_t m = 0; m < mpad; m++)
+        b16[m] = bias && m < d->M ? bias[m] : 0.0f;
+    j.bias16 = b16;
+    int64_t *koff = (int64_t *)(sc + w_floats);
+    ql_phase lay = j.ph;
+    lay.hq = j.lrows;
+    for (int64_t c = 0; c < d->C; c++)
+        for (int64_t r = 0; r < kvol; r++)
+            koff[c * kvol + r] =
+                c * j.chan_stride + ql_phase_off(&lay, r / d->kw * d->dh, r % d->kw * d->dw);
+    j.koff = koff;
+    j.wp = wp;
+    j.scratch = sc + w_floats + k_floats;
+    ql_parallel_for(ctx, d->N * j.nbands, 1, dc_tasks, &j);
+    return QL_OK;
+}
