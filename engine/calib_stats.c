@@ -1,17 +1,12 @@
-/* Streaming calibration statistics: exact re-binning histograms and their
- * binary file. Bin edges are k * R / 4096 with R a power of two, so a value's
+/* Streaming calibration statistics: exact re-binning histograms and sets of
+ * them (their file is calib_stats_file.c). Bin edges are k * R / 4096 with R a power of two, so a value's
  * bin is floor(x * 2^e) + 4096 with an exact product, and doubling R maps
  * every old bin into exactly one new bin. */
 #include "calib_stats.h"
 
-#include <errno.h>
 #include <math.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
-
-#include "outfile.h"
 
 #define HALF (QL_HIST_BINS / 2)
 #define LOG2_HALF 12 /* 2^12 = HALF */
@@ -35,6 +30,15 @@ void ql_hist_clear(ql_hist *h)
 {
     free(h->counts);
     memset(h, 0, sizeof *h);
+}
+
+void ql_hist_reset(ql_hist *h, double range)
+{
+    memset(h->counts, 0, QL_HIST_BINS * sizeof *h->counts);
+    h->min = INFINITY;
+    h->max = -INFINITY;
+    h->count = h->nan = h->ninf = h->pinf = h->at_range = 0;
+    h->range = range;
 }
 
 /* 1 / bin width (0 while R is 0, which puts zeros in the centre bin). */
@@ -167,118 +171,301 @@ static void hist_add_general(ql_hist *h, const float *x, int64_t n)
     h->at_range += top;
 }
 
-#define SUBS 4
-#define CHUNK (1 << 30) /* keeps the 32-bit sub-counters from overflowing */
+/* Values per block: 4 KiB, small enough that a block whose binning has to
+ * be undone (see hist_add_block) is still in L1 for the second pass. */
+#define BLOCK 1024
 
-/* Extremes of x and whether it holds a NaN or an infinity, 4 lanes at a
- * time in SSE-sized vectors that every x86-64 has (a scalar min/max loop
- * does not vectorise because of NaN ordering). v - v is 0 for finite v and
- * NaN for NaN or +-Inf, so one sum tells whether any value is odd. */
-static void extremes(const float *x, int64_t n, float *mn_out, float *mx_out, int *odd_out)
+typedef float v4 __attribute__((vector_size(16)));
+typedef int32_t v4i __attribute__((vector_size(16)));
+typedef float v4u __attribute__((vector_size(16), aligned(4), may_alias));
+
+/* a < b ? a : b and a > b ? a : b per lane (so b where a is NaN): one
+ * instruction each with SSE, which every x86-64 has. */
+static inline v4 vmin(v4 a, v4 b)
 {
-    typedef float v4 __attribute__((vector_size(16)));
-    typedef int32_t v4i __attribute__((vector_size(16)));
-    typedef float v4u __attribute__((vector_size(16), aligned(4), may_alias));
-    v4 mn = {INFINITY, INFINITY, INFINITY, INFINITY}, mx = -mn, zero = {0, 0, 0, 0};
-    v4 mn2 = mn, mx2 = mx, acc = zero;
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        v4 a = *(const v4u *)(x + i), b = *(const v4u *)(x + i + 4);
-        v4i la = a < mn, ga = a > mx, lb = b < mn2, gb = b > mx2;
-        mn = (v4)(((v4i)a & la) | ((v4i)mn & ~la));
-        mx = (v4)(((v4i)a & ga) | ((v4i)mx & ~ga));
-        mn2 = (v4)(((v4i)b & lb) | ((v4i)mn2 & ~lb));
-        mx2 = (v4)(((v4i)b & gb) | ((v4i)mx2 & ~gb));
-        acc += (a - a) + (b - b);
+#ifdef __SSE__
+    return __builtin_ia32_minps(a, b);
+#else
+    v4i l = a < b;
+    return (v4)(((v4i)a & l) | ((v4i)b & ~l));
+#endif
+}
+
+static inline v4 vmax(v4 a, v4 b)
+{
+#ifdef __SSE__
+    return __builtin_ia32_maxps(a, b);
+#else
+    v4i g = a > b;
+    return (v4)(((v4i)a & g) | ((v4i)b & ~g));
+#endif
+}
+
+/* Whether all four lanes of a comparison are true. */
+static inline bool all4(v4i m)
+{
+#ifdef __SSE__
+    return __builtin_ia32_movmskps((v4)m) == 15;
+#else
+    return (m[0] & m[1] & m[2] & m[3]) != 0;
+#endif
+}
+
+/* The largest float below HALF (2^-12 is the float spacing below 2^12).
+ * Clamping x * inv to [-HALF, TOP] puts x = R in the top bin (floor(TOP) =
+ * HALF - 1) and moves no other value of [-R, R]; anything else (NaN, values
+ * beyond R) lands in an edge bin. */
+#define TOP ((float)HALF - 0x1p-12f)
+
+/* floor(clamp(x * inv)) + HALF, in float. The product is exact unless it
+ * underflows, and then |x * inv| < 1: a negative x whose product rounded
+ * to -0 belongs in bin HALF - 1 (floor of a tiny negative is -1), which
+ * the truncate-then-fix floor alone would miss. */
+static inline int bin_of(float x, float inv)
+{
+    float v = x * inv;
+    v = v > -HALF ? v : -HALF; /* also NaN */
+    v = v < TOP ? v : TOP;
+    int i = (int)v;
+    i -= v < (float)i || (x < 0 && v == 0);
+    return i + HALF;
+}
+
+/* The counters of one ql_hist_add call, flushed into the histogram's u64
+ * counts at the end. Two sets, the even lanes of each vector counting in
+ * one and the odd lanes in the other: runs of one bin (the zeros after a
+ * ReLU, a constant background) then alternate between two addresses and
+ * stall less on mispredicted store-to-load dependencies (measured: 1.2 ns
+ * per increment into one array, 0.7 into two). And 64 KiB on the stack stay
+ * in cache where a histogram's counts, one 64 KiB array per tensor, are cold
+ * at every batch (measured: an eighth less histogram time in the pass).
+ * u32 counters, flushed long before they could wrap; the flush covers only
+ * the bins in use. */
+typedef struct bin_scratch {
+    uint32_t even[QL_HIST_BINS], odd[QL_HIST_BINS];
+    int lo, hi;      /* bins in use since the last flush; none while lo > hi */
+    int64_t pending; /* values counted since the last flush */
+    bool wide;       /* bin 8 lanes at a time (AVX2) */
+} bin_scratch;
+
+#define SCRATCH_MAX_PENDING ((int64_t)1 << 31)
+
+static void scratch_flush(bin_scratch *s, uint64_t *counts)
+{
+    for (int j = s->lo; j <= s->hi; j++) {
+        counts[j] += (uint64_t)s->even[j] + s->odd[j];
+        s->even[j] = s->odd[j] = 0;
     }
-    float m0 = INFINITY, m1 = -INFINITY, sum = 0;
-    for (int k = 0; k < 4; k++) {
-        m0 = mn[k] < m0 ? mn[k] : m0;
-        m0 = mn2[k] < m0 ? mn2[k] : m0;
-        m1 = mx[k] > m1 ? mx[k] : m1;
-        m1 = mx2[k] > m1 ? mx2[k] : m1;
-        sum += acc[k];
-    }
+    s->lo = QL_HIST_BINS;
+    s->hi = -1;
+    s->pending = 0;
+}
+
+typedef struct block_ext {
+    float mn, mx;
+    bool odd; /* a NaN or an infinity */
+} block_ext;
+
+/* The scalar end of a block pass: values i..n-1, the zeros skipped in
+ * groups, and the verdict on NaN and infinities from the sum of v - v. */
+static block_ext block_finish(block_ext e, float sum, uint32_t *counts, const float *x,
+                              int64_t i, int64_t n, float inv, uint32_t d, uint32_t zeros)
+{
     for (; i < n; i++) {
         float v = x[i];
-        m0 = v < m0 ? v : m0;
-        m1 = v > m1 ? v : m1;
+        e.mn = v < e.mn ? v : e.mn;
+        e.mx = v > e.mx ? v : e.mx;
         sum += v - v;
+        counts[bin_of(v, inv)] += d;
     }
-    *mn_out = m0;
-    *mx_out = m1;
-    *odd_out = sum != sum;
+    counts[HALF] += zeros * d;
+    e.odd = sum != sum;
+    return e;
 }
 
-/* floor(v) + HALF for |v| <= HALF, in float (v = x * 2^k is exact). */
-static inline int bin_of(float v)
+/* One pass over a block: adds d (1, or -1 to undo, or 0) to the bin of
+ * every value at the range whose 1 / width is inv, and finds the extremes
+ * and whether a value is NaN or infinite (v - v is NaN then, 0 otherwise).
+ * The bins are right only for finite values within R, which the caller
+ * checks afterwards; any other value lands in an edge bin, in bounds.
+ * Vectors of zeros (after a ReLU: a fifth of the groups of four in the
+ * example model, a seventh of the groups of eight) skip the binning: zero
+ * is in bin HALF at every range. */
+static inline block_ext bin_block(uint32_t *even, uint32_t *odd, const float *x, int64_t n,
+                                  float inv, bool tiny, uint32_t d)
 {
-    int i = (int)v;
-    i -= v < (float)i;
-    i += HALF;
-    return i >= QL_HIST_BINS ? QL_HIST_BINS - 1 : i;
+    const v4 vinv = {inv, inv, inv, inv}, zero = {0, 0, 0, 0};
+    const v4 lo = {-HALF, -HALF, -HALF, -HALF}, hi = {TOP, TOP, TOP, TOP};
+    const v4i half = {HALF, HALF, HALF, HALF};
+    v4 mn = {INFINITY, INFINITY, INFINITY, INFINITY}, mx = -mn, acc = zero;
+    uint32_t zeros = 0;
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        v4 xv = *(const v4u *)(x + i);
+        mn = vmin(xv, mn);
+        mx = vmax(xv, mx);
+        acc += xv - xv;
+        if (all4(xv == zero)) {
+            zeros += 4;
+            continue;
+        }
+        v4 t = vmin(vmax(xv * vinv, lo), hi);
+        v4i b = __builtin_convertvector(t, v4i);
+        /* true is -1: step down where truncation went up, or (only
+         * possible when inv < 1) where a negative product underflowed */
+        v4i down = __builtin_convertvector(b, v4) > t;
+        if (tiny)
+            down |= (xv < zero) & (t == zero);
+        b += down + half;
+        even[b[0]] += d;
+        odd[b[1]] += d;
+        even[b[2]] += d;
+        odd[b[3]] += d;
+    }
+    block_ext e = {INFINITY, -INFINITY, false};
+    float sum = 0;
+    for (int k = 0; k < 4; k++) {
+        e.mn = mn[k] < e.mn ? mn[k] : e.mn;
+        e.mx = mx[k] > e.mx ? mx[k] : e.mx;
+        sum += acc[k];
+    }
+    return block_finish(e, sum, even, x, i, n, inv, d, zeros);
 }
 
-/* The common case, all values finite: one vectorised pass for the
- * extremes, the range grown once, then binning into SUBS interleaved
- * counters, so runs of equal values (the zeros after a ReLU) do not
- * serialise on one memory location. Same counts as the general path. */
-void ql_hist_add(ql_hist *h, const float *x, int64_t n)
+#if defined(__x86_64__) || defined(__i386__)
+#define HAVE_BIN_BLOCK8 1
+typedef float v8 __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+typedef float v8u __attribute__((vector_size(32), aligned(4), may_alias));
+
+/* bin_block 8 lanes at a time, for CPUs with AVX2 (chosen at run time;
+ * same counts): a fifth less time per value than SSE in the statistics
+ * pass, where the vector work outweighs the scatter. */
+__attribute__((target("avx2"))) static block_ext bin_block8(uint32_t *even, uint32_t *odd,
+                                                              const float *x, int64_t n,
+                                                              float inv, bool tiny, uint32_t d)
 {
-    float mn, mx;
-    int odd;
-    extremes(x, n, &mn, &mx, &odd);
-    double a = fmax(fabs((double)mn), fabs((double)mx));
-    if (odd || n < 4096 || (a > 0 && hist_inv_width(a > h->range ? 2 * a : h->range) > 0x1p100)) {
-        hist_add_general(h, x, n); /* rare: odd values, few values, tiny ranges */
-        return;
-    }
-    uint32_t *sub = calloc((size_t)SUBS * QL_HIST_BINS, sizeof *sub);
-    if (!sub) {
-        hist_add_general(h, x, n);
-        return;
-    }
-    if (a > h->range)
-        hist_grow(h, a); /* moves the values at the old edge (at_range) too */
-    float rf = (float)h->range, inv = (float)hist_inv_width(h->range);
-    for (int64_t base = 0; base < n; base += CHUNK) {
-        int64_t end = n - base < CHUNK ? n : base + CHUNK;
-        int64_t i = base;
-        typedef float v4 __attribute__((vector_size(16)));
-        typedef int32_t v4i __attribute__((vector_size(16)));
-        typedef float v4u __attribute__((vector_size(16), aligned(4), may_alias));
-        const v4 vinv = {inv, inv, inv, inv};
-        const v4i half = {HALF, HALF, HALF, HALF}, last = half + half - 1;
-        for (; i + SUBS <= end; i += SUBS) {
-            /* bin_of on 4 lanes: truncate, step down where that rounded up */
-            v4 t = *(const v4u *)(x + i) * vinv;
-            v4i b = __builtin_convertvector(t, v4i);
-            b += (v4i)(__builtin_convertvector(b, v4) > t) + half; /* true is -1 */
-            v4i over = b > last;
-            b = (over & last) | (~over & b);
-            for (int k = 0; k < SUBS; k++)
-                sub[k * QL_HIST_BINS + b[k]]++;
+    const v8 zero = {0, 0, 0, 0, 0, 0, 0, 0}, vinv = zero + inv;
+    const v8 lo = zero - HALF, hi = zero + TOP;
+    const v8i half = (v8i){0, 0, 0, 0, 0, 0, 0, 0} + HALF;
+    v8 mn = zero + INFINITY, mx = -mn, acc = zero;
+    uint32_t zeros = 0;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        v8 xv = *(const v8u *)(x + i);
+        mn = __builtin_ia32_minps256(xv, mn);
+        mx = __builtin_ia32_maxps256(xv, mx);
+        acc += xv - xv;
+        if (__builtin_ia32_movmskps256((v8)(xv == zero)) == 255) {
+            zeros += 8;
+            continue;
         }
-        for (; i < end; i++)
-            sub[bin_of(x[i] * inv)]++;
-        for (int j = 0; j < QL_HIST_BINS; j++) {
-            uint64_t c = 0;
-            for (int k = 0; k < SUBS; k++) {
-                c += sub[k * QL_HIST_BINS + j];
-                sub[k * QL_HIST_BINS + j] = 0;
-            }
-            h->counts[j] += c;
-        }
+        v8 t = __builtin_ia32_minps256(__builtin_ia32_maxps256(xv * vinv, lo), hi);
+        v8i b = __builtin_convertvector(t, v8i);
+        v8i down = __builtin_convertvector(b, v8) > t; /* as in bin_block */
+        if (tiny)
+            down |= (xv < zero) & (t == zero);
+        b += down + half;
+        even[b[0]] += d;
+        odd[b[1]] += d;
+        even[b[2]] += d;
+        odd[b[3]] += d;
+        even[b[4]] += d;
+        odd[b[5]] += d;
+        even[b[6]] += d;
+        odd[b[7]] += d;
     }
-    free(sub);
-    if (mx == rf && rf > 0) /* values at R itself sit in the top bin, for now */
+    block_ext e = {INFINITY, -INFINITY, false};
+    float sum = 0;
+    for (int k = 0; k < 8; k++) {
+        e.mn = mn[k] < e.mn ? mn[k] : e.mn;
+        e.mx = mx[k] > e.mx ? mx[k] : e.mx;
+        sum += acc[k];
+    }
+    return block_finish(e, sum, even, x, i, n, inv, d, zeros);
+}
+#endif
+
+static block_ext bin_block_at(const ql_hist *h, bin_scratch *s, const float *x, int64_t n,
+                              uint32_t d)
+{
+    float inv = (float)hist_inv_width(h->range);
+#ifdef HAVE_BIN_BLOCK8
+    if (s->wide)
+        return bin_block8(s->even, s->odd, x, n, inv, inv < 1, d);
+#endif
+    if (inv < 1)
+        return bin_block(s->even, s->odd, x, n, inv, true, d);
+    return bin_block(s->even, s->odd, x, n, inv, false, d);
+}
+
+/* Adds a block of at most BLOCK values in one pass, binned at the current
+ * range on the bet that it still covers them (after the first batches it
+ * almost always does). When the extremes say otherwise (growth, NaN or
+ * infinities), the pass is undone exactly and the block redone: the range
+ * grown once for the block, or the general path. Same counts either way. */
+static void hist_add_block(ql_hist *h, bin_scratch *s, const float *x, int64_t n)
+{
+    block_ext e;
+    /* with a range so small that 1 / width is not exact in float, only the
+     * extremes are taken (d = 0), then the general path */
+    bool exact = hist_inv_width(h->range) <= 0x1p100;
+    e = bin_block_at(h, s, x, n, exact ? 1 : 0);
+    double a = fmax(fabs((double)e.mn), fabs((double)e.mx));
+    if (e.odd || a > h->range || !exact) {
+        if (exact)
+            bin_block_at(h, s, x, n, (uint32_t)-1);
+        if (e.odd || (a > 0 && hist_inv_width(a > h->range ? 2 * a : h->range) > 0x1p100)) {
+            scratch_flush(s, h->counts); /* the general path may re-bin the counts */
+            hist_add_general(h, x, n);
+            return;
+        }
+        if (a > h->range) {
+            scratch_flush(s, h->counts);
+            hist_grow(h, a); /* moves the values at the old edge (at_range) too */
+        }
+        bin_block_at(h, s, x, n, 1);
+    }
+    float inv = (float)hist_inv_width(h->range), rf = (float)h->range;
+    int lo = bin_of(e.mn, inv), hi = bin_of(e.mx, inv); /* bins are monotone in x */
+    s->lo = lo < s->lo ? lo : s->lo;
+    s->hi = hi > s->hi ? hi : s->hi;
+    s->pending += n;
+    if (e.mx == rf && rf > 0) /* values at R itself sit in the top bin, for now */
         for (int64_t i = 0; i < n; i++)
             h->at_range += x[i] == rf;
-    if (mn < h->min)
-        h->min = mn;
-    if (mx > h->max)
-        h->max = mx;
+    if (e.mn < h->min)
+        h->min = e.mn;
+    if (e.mx > h->max)
+        h->max = e.mx;
     h->count += (uint64_t)n;
+    if (s->pending > SCRATCH_MAX_PENDING)
+        scratch_flush(s, h->counts);
+}
+
+static bool hist_portable;
+
+void ql_hist_set_portable(bool on)
+{
+    hist_portable = on;
+}
+
+void ql_hist_add(ql_hist *h, const float *x, int64_t n)
+{
+    bin_scratch s; /* 64 KiB on the stack */
+    memset(s.even, 0, sizeof s.even);
+    memset(s.odd, 0, sizeof s.odd);
+    s.lo = QL_HIST_BINS;
+    s.hi = -1;
+    s.pending = 0;
+#ifdef HAVE_BIN_BLOCK8
+    s.wide = !hist_portable && __builtin_cpu_supports("avx2");
+#else
+    s.wide = false;
+#endif
+    for (int64_t at = 0; at < n; at += BLOCK)
+        hist_add_block(h, &s, x + at, n - at < BLOCK ? n - at : BLOCK);
+    scratch_flush(&s, h->counts);
 }
 
 ql_status ql_hist_merge(ql_hist *dst, const ql_hist *src, ql_error *err)
@@ -369,354 +556,4 @@ int ql_calib_stats_add(ql_calib_stats *s, const char *name)
     }
     s->names[s->n] = copy;
     return s->n++;
-}
-
-/* ---------------------------------------------------------------------------
- * File format, version 1, all little-endian:
- *   "QLSTATS1" u32 version u32 bins u32 n u32 0 i64 samples u64 fingerprint
- *   n times: u32 name_len, name bytes (no NUL), f64 min max range,
- *            u64 count nan ninf pinf at_range, u32 first last (populated bins
- *            [first, last), first == last when empty), u64 counts[last-first]
- *   u64 FNV-1a of every byte before it
- * ------------------------------------------------------------------------- */
-
-#define STATS_MAGIC "QLSTATS1"
-#define STATS_VERSION 1u
-#define NAME_MAX_LEN 4096u
-
-typedef struct buf {
-    unsigned char *p;
-    size_t n, cap;
-    int oom;
-} buf;
-
-static void put(buf *b, const void *p, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->n + n > b->cap) {
-        size_t cap = b->cap ? b->cap * 2 : 4096;
-        while (cap < b->n + n)
-            cap *= 2;
-        unsigned char *q = realloc(b->p, cap);
-        if (!q) {
-            b->oom = 1;
-            return;
-        }
-        b->p = q;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, p, n);
-    b->n += n;
-}
-
-static void put_u64(buf *b, uint64_t v)
-{
-    unsigned char c[8];
-    for (int i = 0; i < 8; i++)
-        c[i] = (unsigned char)(v >> (8 * i));
-    put(b, c, 8);
-}
-
-static void put_u32(buf *b, uint32_t v)
-{
-    unsigned char c[4];
-    for (int i = 0; i < 4; i++)
-        c[i] = (unsigned char)(v >> (8 * i));
-    put(b, c, 4);
-}
-
-static void put_f64(buf *b, double v)
-{
-    uint64_t u;
-    memcpy(&u, &v, 8);
-    put_u64(b, u);
-}
-
-static uint64_t fnv1a(const unsigned char *p, size_t n)
-{
-    uint64_t h = 14695981039346656037ULL;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ p[i]) * 1099511628211ULL;
-    return h;
-}
-
-ql_status ql_calib_stats_save(const ql_calib_stats *s, const char *path, ql_error *err)
-{
-    ql_status st = QL_OK;
-    buf b = {0};
-
-    put(&b, STATS_MAGIC, 8);
-    put_u32(&b, STATS_VERSION);
-    put_u32(&b, QL_HIST_BINS);
-    put_u32(&b, (uint32_t)s->n);
-    put_u32(&b, 0);
-    put_u64(&b, (uint64_t)s->samples);
-    put_u64(&b, s->model_fingerprint);
-    for (int i = 0; i < s->n; i++) {
-        const ql_hist *h = &s->hists[i];
-        size_t len = strlen(s->names[i]);
-        if (len > NAME_MAX_LEN) {
-            st = ql_fail(err, QL_ERR_ARG, "%s: tensor name longer than %u bytes", path,
-                         NAME_MAX_LEN);
-            goto cleanup;
-        }
-        put_u32(&b, (uint32_t)len);
-        put(&b, s->names[i], len);
-        put_f64(&b, h->min);
-        put_f64(&b, h->max);
-        put_f64(&b, h->range);
-        put_u64(&b, h->count);
-        put_u64(&b, h->nan);
-        put_u64(&b, h->ninf);
-        put_u64(&b, h->pinf);
-        put_u64(&b, h->at_range);
-        uint32_t first = 0, last = QL_HIST_BINS;
-        while (first < last && h->counts[first] == 0)
-            first++;
-        while (last > first && h->counts[last - 1] == 0)
-            last--;
-        put_u32(&b, first);
-        put_u32(&b, last);
-        for (uint32_t j = first; j < last; j++)
-            put_u64(&b, h->counts[j]);
-    }
-    put_u64(&b, b.oom ? 0 : fnv1a(b.p, b.n));
-    if (b.oom) {
-        st = ql_fail(err, QL_ERR_NOMEM, "%s: out of memory", path);
-        goto cleanup;
-    }
-
-    st = ql_write_file_atomic(path, b.p, b.n, err);
-
-cleanup:
-    free(b.p);
-    return st;
-}
-
-/* A bounds-checked reader over the file's bytes. */
-typedef struct rd {
-    const unsigned char *p;
-    size_t n, at;
-    int short_read;
-} rd;
-
-static const unsigned char *get(rd *r, size_t n)
-{
-    if (r->short_read || r->n - r->at < n) {
-        r->short_read = 1;
-        return NULL;
-    }
-    const unsigned char *q = r->p + r->at;
-    r->at += n;
-    return q;
-}
-
-static uint64_t get_u64(rd *r)
-{
-    const unsigned char *c = get(r, 8);
-    uint64_t v = 0;
-    for (int i = 0; c && i < 8; i++)
-        v |= (uint64_t)c[i] << (8 * i);
-    return v;
-}
-
-static uint32_t get_u32(rd *r)
-{
-    const unsigned char *c = get(r, 4);
-    uint32_t v = 0;
-    for (int i = 0; c && i < 4; i++)
-        v |= (uint32_t)c[i] << (8 * i);
-    return v;
-}
-
-static double get_f64(rd *r)
-{
-    uint64_t u = get_u64(r);
-    double v;
-    memcpy(&v, &u, 8);
-    return v;
-}
-
-static int is_pow2(double r)
-{
-    int e;
-    return isfinite(r) && r > 0 && frexp(r, &e) == 0.5;
-}
-
-static ql_status read_file(const char *path, unsigned char **out, size_t *n, ql_error *err)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return ql_fail(err, QL_ERR_IO, "%s: %s", path, strerror(errno));
-    ql_status st = QL_OK;
-    size_t cap = 1 << 16, len = 0;
-    unsigned char *p = malloc(cap);
-    while (p) {
-        len += fread(p + len, 1, cap - len, f);
-        if (len < cap)
-            break;
-        unsigned char *q = realloc(p, cap * 2);
-        if (!q) {
-            free(p);
-            p = NULL;
-            break;
-        }
-        p = q;
-        cap *= 2;
-    }
-    if (!p)
-        st = ql_fail(err, QL_ERR_NOMEM, "%s: out of memory", path);
-    else if (ferror(f))
-        st = ql_fail(err, QL_ERR_IO, "%s: read failed", path);
-    fclose(f);
-    if (st != QL_OK) {
-        free(p);
-        return st;
-    }
-    *out = p;
-    *n = len;
-    return QL_OK;
-}
-
-/* Parses one tensor's record into s; returns a message or NULL. */
-static const char *load_tensor(rd *r, ql_calib_stats *s, char *name)
-{
-    uint32_t len = get_u32(r);
-    if (r->short_read)
-        return "truncated";
-    if (len == 0 || len > NAME_MAX_LEN)
-        return "bad tensor name length";
-    const unsigned char *nm = get(r, len);
-    if (!nm)
-        return "truncated";
-    memcpy(name, nm, len);
-    name[len] = '\0';
-    if (strlen(name) != len)
-        return "tensor name contains a NUL byte";
-    if (ql_calib_stats_find(s, name) >= 0)
-        return "tensor name appears twice";
-    int i = ql_calib_stats_add(s, name);
-    if (i < 0)
-        return "out of memory";
-    ql_hist *h = &s->hists[i];
-    h->min = get_f64(r);
-    h->max = get_f64(r);
-    h->range = get_f64(r);
-    h->count = get_u64(r);
-    h->nan = get_u64(r);
-    h->ninf = get_u64(r);
-    h->pinf = get_u64(r);
-    h->at_range = get_u64(r);
-    uint32_t first = get_u32(r), last = get_u32(r);
-    if (r->short_read)
-        return "truncated";
-    if (first > last || last > QL_HIST_BINS)
-        return "bad populated bin range";
-    if ((size_t)(last - first) * 8 > r->n - r->at)
-        return "truncated";
-    uint64_t sum = 0;
-    for (uint32_t j = first; j < last; j++) {
-        h->counts[j] = get_u64(r);
-        if (h->counts[j] > UINT64_MAX - sum)
-            return "bin counts overflow";
-        sum += h->counts[j];
-    }
-    if (sum != h->count)
-        return "bin counts do not add up to the value count";
-    if (h->range != 0 && !is_pow2(h->range))
-        return "histogram range is not a power of two";
-    if (h->count == 0 ? !(h->min > h->max) : !(h->min <= h->max))
-        return "min/max inconsistent with the value count";
-    if (h->ninf > h->counts[0] || h->pinf > h->counts[QL_HIST_BINS - 1] ||
-        h->at_range > h->counts[QL_HIST_BINS - 1] - h->pinf)
-        return "infinite value counts exceed the edge bins";
-    if ((h->ninf > 0) != (h->min == -INFINITY) || (h->pinf > 0) != (h->max == INFINITY))
-        return "infinite value counts inconsistent with min/max";
-    if (h->at_range > 0 && !(h->range > 0 && h->max >= h->range))
-        return "count of values at the range edge inconsistent with max";
-    double a = fmax(isinf(h->min) ? 0 : fabs(h->min), isinf(h->max) ? 0 : fabs(h->max));
-    if (a > h->range || (a > 0 && a <= h->range / 2))
-        return "histogram range inconsistent with min/max";
-    return NULL;
-}
-
-ql_status ql_calib_stats_load(const char *path, ql_calib_stats **out, ql_error *err)
-{
-    unsigned char *data = NULL;
-    size_t n = 0;
-    ql_calib_stats *s = NULL;
-    char *name = NULL;
-    const char *why = NULL;
-    *out = NULL;
-    ql_status st = read_file(path, &data, &n, err);
-    if (st != QL_OK)
-        return st;
-    rd r = {data, n, 0, 0};
-    const unsigned char *magic = get(&r, 8);
-    if (!magic || memcmp(magic, STATS_MAGIC, 8) != 0) {
-        why = "not a qlens statistics file (bad magic)";
-        goto cleanup;
-    }
-    if (n < 8 + 8) {
-        why = "truncated";
-        goto cleanup;
-    }
-    r.at = n - 8;
-    if (get_u64(&r) != fnv1a(data, n - 8)) {
-        why = "checksum mismatch (truncated or corrupt)";
-        goto cleanup;
-    }
-    r.at = 8;
-    r.n = n - 8; /* the records end where the checksum starts */
-    uint32_t version = get_u32(&r), bins = get_u32(&r), count = get_u32(&r), zero = get_u32(&r);
-    if (r.short_read) {
-        why = "truncated";
-        goto cleanup;
-    }
-    if (version != STATS_VERSION) {
-        st = ql_fail(err, QL_ERR_UNSUPPORTED, "%s: statistics file version %u (this qlens reads %u)",
-                     path, version, STATS_VERSION);
-        goto cleanup;
-    }
-    if (bins != QL_HIST_BINS || zero != 0 || count > (1u << 24)) {
-        why = "bad header";
-        goto cleanup;
-    }
-    s = ql_calib_stats_new();
-    name = malloc(NAME_MAX_LEN + 1);
-    if (!s || !name) {
-        st = ql_fail(err, QL_ERR_NOMEM, "%s: out of memory", path);
-        goto cleanup;
-    }
-    s->samples = (int64_t)get_u64(&r);
-    s->model_fingerprint = get_u64(&r);
-    if (s->samples < 0) {
-        why = "negative sample count";
-        goto cleanup;
-    }
-    for (uint32_t i = 0; i < count && !why; i++) {
-        why = load_tensor(&r, s, name);
-        if (why) {
-            st = ql_fail(err, QL_ERR_FORMAT, "%s: tensor %u: %s", path, i, why);
-            why = NULL;
-            goto cleanup;
-        }
-    }
-    if (r.short_read)
-        why = "truncated";
-    else if (r.at != r.n)
-        why = "trailing bytes after the last tensor";
-
-cleanup:
-    if (why)
-        st = ql_fail(err, QL_ERR_FORMAT, "%s: %s", path, why);
-    if (st != QL_OK) {
-        ql_calib_stats_free(s);
-        s = NULL;
-    }
-    *out = s;
-    free(name);
-    free(data);
-    return st;
 }

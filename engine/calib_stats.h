@@ -28,10 +28,17 @@ typedef struct ql_hist {
 
 ql_status ql_hist_init(ql_hist *h, ql_error *err);
 void ql_hist_clear(ql_hist *h);
+/* Empties an initialised h, keeping its memory, with R preset to range (0
+ * or a power of two): a part of a tensor binned apart and merged back into
+ * a histogram of that range then seldom needs re-binning. */
+void ql_hist_reset(ql_hist *h, double range);
 /* Adds n values. Infinite values are counted in min/max and saturate into
  * the outermost bins. Deterministic: the result depends only on the order of
  * calls, never on threads. */
 void ql_hist_add(ql_hist *h, const float *x, int64_t n);
+/* For tests: bin 4 lanes at a time even where AVX2 would do 8 (the
+ * portable path; same counts). Not for use while other threads add. */
+void ql_hist_set_portable(bool on);
 /* Merges src into dst (both kept exact by re-binning the narrower one). */
 ql_status ql_hist_merge(ql_hist *dst, const ql_hist *src, ql_error *err);
 /* Bin index of a value (for tests and algorithms): floor(x / width) +

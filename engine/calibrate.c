@@ -29,6 +29,7 @@ typedef struct collect_ctx {
     ql_hist part[MAX_PARTS];
     const float *x;
     int64_t n;
+    double range;      /* R of the tensor's histogram before this batch */
     ql_status st;
 } collect_ctx;
 
@@ -38,6 +39,8 @@ static void hist_part(void *arg, int64_t b, int64_t e, int tid)
     collect_ctx *c = arg;
     for (int64_t p = b; p < e; p++) {
         int64_t lo = c->n * p / c->parts, hi = c->n * (p + 1) / c->parts;
+        /* a part starts at the tensor's range so far: it seldom re-bins */
+        ql_hist_reset(&c->part[p], c->range);
         ql_hist_add(&c->part[p], c->x + lo, hi - lo);
     }
 }
@@ -57,13 +60,7 @@ static void add_batch(collect_ctx *c, int h, const ql_tensor *t)
     }
     c->x = t->data;
     c->n = n;
-    for (int p = 0; p < c->parts; p++) {
-        ql_hist_clear(&c->part[p]);
-        if (ql_hist_init(&c->part[p], NULL) != QL_OK)
-            c->st = QL_ERR_NOMEM;
-    }
-    if (c->st != QL_OK)
-        return;
+    c->range = c->s->hists[h].range;
     ql_parallel_for(c->ctx, c->parts, 1, hist_part, c);
     for (int p = 0; p < c->parts; p++)
         if (ql_hist_merge(&c->s->hists[h], &c->part[p], NULL) != QL_OK)
@@ -128,6 +125,9 @@ ql_status ql_calib_collect(ql_model *m, const ql_qnet *q, const ql_dataset *d,
     /* the observer runs between nodes, when the executor's threads are idle */
     cc.ctx = ql_exec_context(x);
     cc.parts = ql_exec_threads(x) < MAX_PARTS ? ql_exec_threads(x) : MAX_PARTS;
+    for (int p = 0; p < cc.parts && cc.parts > 1; p++)
+        if ((st = ql_hist_init(&cc.part[p], err)) != QL_OK)
+            goto cleanup;
     if ((st = ql_batcher_init(&b, g, d, opts.batch, err)) != QL_OK)
         goto cleanup;
     int in = g->inputs[0];
