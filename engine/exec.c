@@ -18,6 +18,7 @@
 #endif
 
 #define QL_MAX_IO 16
+#define QL_SPARE_MAX 16
 
 struct ql_exec {
     ql_graph *g;
@@ -42,6 +43,12 @@ struct ql_exec {
     char *add_done;
     const ql_tensor *pend_add; /* the addend offered to the node being run */
     ql_exec_quant quant; /* fake-quant plan, or all NULL for float */
+    /* opts.reuse_buffers: released buffers by size, and the bytes of owned
+     * value buffers live now and at most so far (live + spare <= peak) */
+    void *spare[QL_SPARE_MAX];
+    size_t spare_bytes[QL_SPARE_MAX];
+    int n_spare;
+    size_t live, peak;
 };
 
 /* Clamp range of a Relu or Clip node with constant bounds; false otherwise. */
@@ -181,6 +188,8 @@ void ql_exec_free(ql_exec *x)
     if (x->slots)
         for (int v = 0; v < x->g->n_values; v++)
             ql_tensor_release(&x->slots[v]);
+    for (int k = 0; k < x->n_spare; k++)
+        ql_aligned_free(x->spare[k]);
     ql_ctx_destroy(&x->ctx);
     ql_pool_free(x->pool);
     free(x->slots);
@@ -210,6 +219,68 @@ ql_status ql_exec_set_quant(ql_exec *x, const ql_exec_quant *q, ql_error *err)
     return QL_OK;
 }
 
+/* ---- value buffers (opts.reuse_buffers) ---- */
+
+static size_t buf_bytes(const ql_tensor *t) { return (ql_tensor_nbytes(t) + 63) & ~(size_t)63; }
+
+/* Releases a value's buffer, keeping it for reuse while the executor stays
+ * within its peak (evicting the smallest spare when the list is full). */
+static void slot_release(ql_exec *x, ql_tensor *t)
+{
+    if (!x->opts.reuse_buffers || !t->owns || !t->data) {
+        ql_tensor_release(t);
+        return;
+    }
+    size_t b = buf_bytes(t), held = 0;
+    x->live -= b < x->live ? b : x->live;
+    for (int k = 0; k < x->n_spare; k++)
+        held += x->spare_bytes[k];
+    if (x->n_spare == QL_SPARE_MAX) {
+        int s = 0;
+        for (int k = 1; k < x->n_spare; k++)
+            s = x->spare_bytes[k] < x->spare_bytes[s] ? k : s;
+        held -= x->spare_bytes[s];
+        ql_aligned_free(x->spare[s]);
+        x->spare[s] = x->spare[--x->n_spare];
+        x->spare_bytes[s] = x->spare_bytes[x->n_spare];
+    }
+    if (x->live + held + b <= x->peak) {
+        x->spare[x->n_spare] = t->data;
+        x->spare_bytes[x->n_spare++] = b;
+    } else {
+        ql_aligned_free(t->data);
+    }
+    t->data = NULL;
+    t->owns = false;
+}
+
+/* Allocates a value's buffer for its current shape: a spare of that exact
+ * size, or a new one. Contents are undefined, as with ql_tensor_alloc. */
+static ql_status slot_alloc(ql_exec *x, ql_tensor *t)
+{
+    if (!x->opts.reuse_buffers)
+        return ql_tensor_alloc(t);
+    slot_release(x, t);
+    for (int i = 0; i < t->ndim; i++)
+        if (t->dims[i] < 0)
+            return QL_ERR_SHAPE;
+    size_t b = buf_bytes(t);
+    int k = 0;
+    while (k < x->n_spare && x->spare_bytes[k] != b)
+        k++;
+    if (k < x->n_spare) {
+        t->data = x->spare[k];
+        x->spare[k] = x->spare[--x->n_spare];
+        x->spare_bytes[k] = x->spare_bytes[x->n_spare];
+    } else if (!(t->data = ql_aligned_alloc(b))) {
+        return QL_ERR_NOMEM;
+    }
+    t->owns = true;
+    x->live += b;
+    x->peak = x->live > x->peak ? x->live : x->peak;
+    return QL_OK;
+}
+
 /* Fake-quantizes value v in place if the plan says so; a slot that only
  * views someone else's memory (a feed) is copied first. */
 static ql_status quantize_slot(ql_exec *x, int v, ql_error *err)
@@ -219,12 +290,14 @@ static ql_status quantize_slot(ql_exec *x, int v, ql_error *err)
     if (!e || s->dtype != QL_F32)
         return QL_OK;
     if (!s->owns) {
-        ql_tensor *c = ql_tensor_clone(s);
-        if (!c)
+        ql_tensor c = *s;
+        c.data = NULL;
+        c.owns = false;
+        if (slot_alloc(x, &c) != QL_OK)
             return ql_fail(err, QL_ERR_NOMEM, "out of memory quantizing '%s'",
                            x->g->values[v].name);
-        *s = *c;
-        free(c);
+        memcpy(c.data, s->data, ql_tensor_nbytes(s));
+        *s = c;
     }
     ql_status st = ql_fake_quant(s, e, err);
     if (st != QL_OK)
@@ -235,7 +308,7 @@ static ql_status quantize_slot(ql_exec *x, int v, ql_error *err)
 static void reset_slots(ql_exec *x)
 {
     for (int v = 0; v < x->g->n_values; v++) {
-        ql_tensor_release(&x->slots[v]);
+        slot_release(x, &x->slots[v]);
         x->have[v] = 0;
     }
 }
@@ -268,6 +341,8 @@ static ql_tensor *take_output(ql_exec *x, int v)
     ql_tensor *t = ql_tensor_wrap(s->dtype, s->ndim, s->dims, s->data);
     if (!t)
         return NULL;
+    if (x->opts.reuse_buffers) /* the caller owns it now */
+        x->live -= buf_bytes(s) < x->live ? buf_bytes(s) : x->live;
     t->owns = true;
     s->owns = false;
     s->data = NULL;
@@ -279,7 +354,7 @@ static ql_tensor *take_output(ql_exec *x, int v)
  * result becomes the output of the last node it stands for). */
 static void move_slot(ql_exec *x, int from, int to)
 {
-    ql_tensor_release(&x->slots[to]);
+    slot_release(x, &x->slots[to]);
     x->slots[to] = x->slots[from];
     x->have[to] = 1;
     memset(&x->slots[from], 0, sizeof x->slots[from]);
@@ -290,7 +365,7 @@ static void drop_ref(ql_exec *x, int v)
 {
     if (v < 0 || --x->refs[v] > 0 || x->g->values[v].is_output)
         return;
-    ql_tensor_release(&x->slots[v]); /* a no-op for fed and constant views */
+    slot_release(x, &x->slots[v]); /* a no-op for fed and constant views */
     x->have[v] = 0;
 }
 
@@ -321,7 +396,7 @@ static ql_status run_node(ql_exec *x, int i, ql_error *err)
             out[j] = NULL;
             continue;
         }
-        ql_tensor_release(&x->slots[v]);
+        slot_release(x, &x->slots[v]);
         memset(&x->slots[v], 0, sizeof x->slots[v]);
         out[j] = &x->slots[v];
     }
@@ -334,7 +409,8 @@ static ql_status run_node(ql_exec *x, int i, ql_error *err)
     st = def->infer(n, in, out, err);
     if (st == QL_OK)
         for (int j = 0; j < n->n_out && st == QL_OK; j++)
-            if (out[j]->ndim < 0 || ql_tensor_alloc(out[j]) != QL_OK)
+            if (out[j]->ndim < 0 ||
+                (n->out[j] >= 0 ? slot_alloc(x, out[j]) : ql_tensor_alloc(out[j])) != QL_OK)
                 st = ql_fail(err, out[j]->ndim < 0 ? QL_ERR_SHAPE : QL_ERR_NOMEM,
                              "cannot size output %d", j);
     if (st == QL_OK && x->pend_add) {
@@ -467,7 +543,7 @@ ql_status ql_exec_run_nodes(ql_exec *x, const char *run, int n_feeds, const int 
                 goto cleanup;
             }
             if (x->refs[v] == 0 && !g->values[v].is_output) {
-                ql_tensor_release(&x->slots[v]);
+                slot_release(x, &x->slots[v]);
                 x->have[v] = 0;
             }
         }

@@ -21,12 +21,18 @@ typedef struct ql_exec_opts {
     ql_observer_fn observer;    /* optional */
     void *observer_user;
     /* optional, per value: non-zero for the values the observer needs; NULL
-     * means all. Values not needed may be fused away (Conv+Relu). */
+     * means all. Values not needed may be fused away (Conv+Relu). Borrowed:
+     * changes take effect at the next ql_exec_set_quant. */
     const char *observe;
     /* call the observer before a value's fake-quantization (default: after,
      * i.e. the observer sees what consumers read) */
     bool observe_raw;
     const volatile int *cancel; /* optional: non-zero stops the run (QL_ERR_CANCELLED) */
+    /* keep released value buffers for later outputs of the same size, in
+     * this run and the next ones, never holding more than the executor's
+     * peak working memory (many short runs otherwise pay page faults for
+     * memory the allocator gave back) */
+    bool reuse_buffers;
 } ql_exec_opts;
 
 typedef struct ql_exec ql_exec;

@@ -3,8 +3,11 @@
  * chunk of samples with their cached tensors. */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "sens_priv.h"
+
+#define ARENA_ALIGN ((size_t)2 << 20) /* a huge page, where the system has them */
 
 bool sens_cache_observer(void *user, const ql_graph *g, int node, int value, const ql_tensor *t)
 {
@@ -13,7 +16,17 @@ bool sens_cache_observer(void *user, const ql_graph *g, int node, int value, con
     cache_obs *c = user;
     if (!c->mask[value] || c->dst[value])
         return true;
-    c->dst[value] = ql_tensor_clone(t);
+    sens_batch *B = c->batch;
+    size_t n = ql_tensor_nbytes(t), need = (n + 63) & ~(size_t)63;
+    if (B->mem && need <= B->mem_size - B->mem_used) {
+        c->dst[value] = ql_tensor_wrap(t->dtype, t->ndim, t->dims, B->mem + B->mem_used);
+        if (c->dst[value]) {
+            memcpy(c->dst[value]->data, t->data, n);
+            B->mem_used += need;
+        }
+    } else {
+        c->dst[value] = ql_tensor_clone(t);
+    }
     if (!c->dst[value])
         c->failed = true;
     return !c->failed;
@@ -40,6 +53,8 @@ void sens_free_batches(sens_ctx *s)
         ql_tensor_free(B->input);
     }
     free(s->batches);
+    free(s->arena);
+    s->arena = NULL;
     s->batches = NULL;
     s->n_batches = 0;
 }
@@ -102,7 +117,6 @@ static ql_status prepare_layer(sens_ctx *s, layer_work *w, const ql_encoding **t
     for (int k = 0; k < w->n_lfeeds; k++)
         s->flt_obs[w->lfeeds[k]] |= !g->values[w->lfeeds[k]].is_input;
     s->flt_obs[L->out_value] = 1;
-    s->out_obs[L->out_value] = 1;
     return QL_OK;
 }
 
@@ -119,8 +133,7 @@ ql_status sens_prepare(sens_ctx *s, const int *rows, int n_rows, ql_error *err)
     s->work = calloc((size_t)(n_rows ? n_rows : 1), sizeof *s->work);
     s->base_obs = calloc(nv, 1);
     s->flt_obs = calloc(nv, 1);
-    s->out_obs = calloc(nv, 1);
-    if (!s->work || !s->base_obs || !s->flt_obs || !s->out_obs || !tmp_act || !tmp_cst || !tmp_run)
+    if (!s->work || !s->base_obs || !s->flt_obs || !tmp_act || !tmp_cst || !tmp_run)
         st = ql_fail(err, QL_ERR_NOMEM, "out of memory");
     for (int r = 0; st == QL_OK && r < n_rows; r++) {
         s->work[r].layer = rows[r];
@@ -184,59 +197,74 @@ int64_t sens_bytes_per_sample(const sens_ctx *s)
 
 /* ---- base runs --------------------------------------------------------------- */
 
-ql_status sens_run_base(sens_ctx *s, ql_exec *x, cache_obs *co, ql_batcher *bt, int64_t c0,
-                        int64_t c1, ql_error *err)
+ql_status sens_chunk_inputs(sens_ctx *s, ql_batcher *bt, int64_t c0, int64_t c1, ql_error *err)
 {
-    const ql_graph *g = s->g;
-    size_t nv = (size_t)(g->n_values ? g->n_values : 1), no = (size_t)g->n_outputs;
+    size_t nv = (size_t)(s->g->n_values ? s->g->n_values : 1), no = (size_t)s->g->n_outputs;
     int64_t nb = (c1 - c0 + bt->batch - 1) / bt->batch;
-    ql_tensor **outs = calloc(no ? no : 1, sizeof *outs);
-    ql_status st = QL_OK;
-    s->batches = calloc((size_t)nb, sizeof *s->batches);
-    if (!s->batches || !outs) {
-        free(outs);
+    s->batches = calloc((size_t)(nb ? nb : 1), sizeof *s->batches);
+    if (!s->batches)
         return ql_fail(err, QL_ERR_NOMEM, "out of memory");
-    }
     s->n_batches = (int)nb;
-    for (int b = 0; b < nb && st == QL_OK; b++) {
+    /* one block for the chunk's cache: a few large pages rather than page
+     * faults all over the heap; each batch its share, in rows of the batch */
+    size_t share = ((size_t)sens_bytes_per_sample(s) * (size_t)bt->batch + 64 * nv + 63) &
+                   ~(size_t)63;
+    size_t total = (share * (size_t)nb + ARENA_ALIGN - 1) & ~(ARENA_ALIGN - 1);
+    s->arena = aligned_alloc(ARENA_ALIGN, total); /* NULL: every tensor its own buffer */
+#ifdef MADV_HUGEPAGE
+    if (s->arena)
+        madvise(s->arena, total, MADV_HUGEPAGE);
+#endif
+    for (int b = 0; b < nb; b++) {
         sens_batch *B = &s->batches[b];
         const ql_tensor *feed;
         B->first = c0 + b * bt->batch;
-        if ((st = ql_batcher_get(bt, B->first, &B->count, &feed, err)) != QL_OK)
-            break;
+        B->mem_size = s->arena ? share : 0;
+        B->mem = s->arena ? (char *)s->arena + (size_t)b * share : NULL;
+        ql_status st = ql_batcher_get(bt, B->first, &B->count, &feed, err);
+        if (st != QL_OK)
+            return ql_fail_prefix(err, st, "reference run");
         B->input = ql_tensor_clone(feed);
         B->base = calloc(nv, sizeof *B->base);
         B->flt = s->float_base ? B->base : calloc(nv, sizeof *B->flt);
         B->ref_out = calloc(no ? no : 1, sizeof *B->ref_out);
-        if (!B->input || !B->base || !B->flt || !B->ref_out) {
-            st = ql_fail(err, QL_ERR_NOMEM, "out of memory caching activations");
-            break;
-        }
-        const ql_tensor *in[1] = {B->input};
-        co->mask = s->flt_obs;
-        co->dst = B->flt;
-        if ((st = ql_exec_set_quant(x, NULL, err)) != QL_OK ||
-            (st = ql_exec_run(x, in, B->ref_out, err)) != QL_OK)
-            break;
-        if (!s->float_base) {
-            co->mask = s->base_obs;
-            co->dst = B->base;
-            if ((st = ql_exec_set_quant(x, &s->base_plan, err)) != QL_OK ||
-                (st = ql_exec_run(x, in, outs, err)) != QL_OK)
-                break;
-            for (size_t j = 0; j < no; j++) { /* outputs are fed from the base */
-                int v = g->outputs[j];
-                ql_tensor_free(B->base[v]);
-                B->base[v] = outs[j];
-                outs[j] = NULL;
-            }
-        }
-        if (co->failed)
-            st = ql_fail(err, QL_ERR_NOMEM, "out of memory caching activations");
+        if (!B->input || !B->base || !B->flt || !B->ref_out)
+            return ql_fail(err, QL_ERR_NOMEM, "out of memory caching activations");
     }
-    free(outs);
+    return QL_OK;
+}
+
+ql_status sens_base_batch(sens_ctx *s, ql_exec *x, cache_obs *co, int b, ql_tensor **outs,
+                          ql_error *err)
+{
+    const ql_graph *g = s->g;
+    sens_batch *B = &s->batches[b];
+    const ql_tensor *in[1] = {B->input};
+    ql_status st;
+    co->failed = false;
+    co->batch = B;
+    co->mask = s->flt_obs;
+    co->dst = B->flt;
+    if ((st = ql_exec_set_quant(x, NULL, err)) != QL_OK ||
+        (st = ql_exec_run(x, in, B->ref_out, err)) != QL_OK)
+        goto cleanup;
+    if (!s->float_base) {
+        co->mask = s->base_obs;
+        co->dst = B->base;
+        if ((st = ql_exec_set_quant(x, &s->base_plan, err)) != QL_OK ||
+            (st = ql_exec_run(x, in, outs, err)) != QL_OK)
+            goto cleanup;
+        for (int j = 0; j < g->n_outputs; j++) { /* outputs are fed from the base */
+            int v = g->outputs[j];
+            ql_tensor_free(B->base[v]);
+            B->base[v] = outs[j];
+            outs[j] = NULL;
+        }
+    }
+    if (co->failed)
+        st = ql_fail(err, QL_ERR_NOMEM, "out of memory caching activations");
+cleanup:
     if (st != QL_OK && st != QL_ERR_CANCELLED)
         ql_fail_prefix(err, st, "reference run");
     return st;
 }
-

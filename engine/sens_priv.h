@@ -26,9 +26,13 @@ typedef struct layer_work {
     int chunks_done;
 } layer_work;
 
-/* One batch of the current chunk: its input and cached tensors. */
+/* One batch of the current chunk: its input and cached tensors, whose data
+ * is carved from the batch's share of the chunk's arena (a tensor that does
+ * not fit, which dynamic shapes allow, gets its own buffer). */
 typedef struct sens_batch {
     int64_t first, count;
+    char *mem;
+    size_t mem_size, mem_used;
     ql_tensor *input;
     ql_tensor **base;    /* per value: raw base value, or NULL */
     ql_tensor **flt;     /* per value: float value (== base when the base is float) */
@@ -46,12 +50,14 @@ typedef struct sens_ctx {
     int n_work;
     layer_work *work;
     int *order;          /* work items, most expensive first */
-    char *base_obs, *flt_obs, *out_obs;
+    char *base_obs, *flt_obs;
     /* current chunk */
     int n_batches;
     sens_batch *batches;
+    void *arena;         /* the chunk's cache memory, sens_bytes_per_sample per sample */
     /* scheduling */
     pthread_mutex_t lock;
+    bool base_phase;     /* workers take batches for base runs, else layers */
     int next;
     volatile int stop;
     int64_t done, total;
@@ -63,6 +69,7 @@ typedef struct sens_ctx {
 typedef struct cache_obs {
     const char *mask;
     ql_tensor **dst;
+    sens_batch *batch;
     bool failed;
 } cache_obs;
 
@@ -72,11 +79,16 @@ ql_status sens_prepare(sens_ctx *s, const int *rows, int n_rows, ql_error *err);
 void sens_free_work(sens_ctx *s);
 /* Bytes per sample the cache holds (static shapes, batch axis first). */
 int64_t sens_bytes_per_sample(const sens_ctx *s);
-/* Observer storing clones of the values co->mask selects into co->dst. */
+/* Observer storing copies of the values co->mask selects into co->dst, in
+ * co->batch's memory. */
 bool sens_cache_observer(void *user, const ql_graph *g, int node, int value, const ql_tensor *t);
-/* Reference run(s) over samples [c0, c1): fills s->batches. */
-ql_status sens_run_base(sens_ctx *s, ql_exec *x, cache_obs *co, ql_batcher *bt, int64_t c0,
-                        int64_t c1, ql_error *err);
+/* The batches of samples [c0, c1) with their inputs, caches still empty. */
+ql_status sens_chunk_inputs(sens_ctx *s, ql_batcher *bt, int64_t c0, int64_t c1, ql_error *err);
+/* Reference run(s) of batch b on x (whose observer is sens_cache_observer
+ * on co): fills its cache. outs: scratch for n_outputs tensors. Batches are
+ * independent, so workers run them in parallel. */
+ql_status sens_base_batch(sens_ctx *s, ql_exec *x, cache_obs *co, int b, ql_tensor **outs,
+                          ql_error *err);
 void sens_free_batches(sens_ctx *s);
 
 #endif

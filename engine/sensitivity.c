@@ -1,10 +1,12 @@
 /* Per-layer sensitivity, incremental and parallel. The samples go through
- * in chunks that fit the cache budget: for each chunk a base run caches the
- * raw values every layer's re-run set reads (and the float values its local
- * runs need); then worker threads, each with a one-thread executor, take
- * layers (longest first) and re-run only their sets, fed from the cache. Each
- * layer's sums accumulate batch by batch in sample order, so the results do
- * not depend on which thread ran it, nor on the thread count. */
+ * in chunks that fit the cache budget: for each chunk the workers first run
+ * its batches' base runs (one batch each at a time), caching the raw values
+ * every layer's re-run set reads (and the float values its local runs
+ * need); then they take layers (longest first) and re-run only their sets,
+ * fed from the cache. Each worker has one-thread executors that keep their
+ * buffers between runs. Each layer's sums accumulate batch by batch in
+ * sample order, so the results do not depend on which thread ran it, nor on
+ * the thread count. */
 #include "sensitivity.h"
 
 #include <math.h>
@@ -20,7 +22,12 @@
 
 typedef struct sens_worker {
     sens_ctx *s;
-    ql_exec *x;
+    ql_exec *x;              /* layer runs */
+    ql_exec *bx;             /* base runs of the current chunk */
+    cache_obs co;
+    float *scratch;          /* output_noise: a few samples of one value */
+    int64_t scratch_n;
+    char *obs;               /* x's observe mask: the current layer's output only */
     const ql_encoding **act[3];
     const ql_tensor **cst[3];
     const ql_tensor **feeds;
@@ -51,6 +58,31 @@ static bool local_observer(void *user, const ql_graph *g, int node, int value, c
 }
 
 /* ---- per-layer work ------------------------------------------------------------ */
+
+/* Workers take the chunk's batches for their base runs. */
+static void *base_main(sens_worker *w)
+{
+    sens_ctx *s = w->s;
+    for (;;) {
+        pthread_mutex_lock(&s->lock);
+        int b = s->stop ? s->n_batches : s->next++;
+        pthread_mutex_unlock(&s->lock);
+        if (b >= s->n_batches)
+            break;
+        ql_error err = {{0}};
+        ql_status st = sens_base_batch(s, w->bx, &w->co, b, w->outs, &err);
+        if (st != QL_OK) {
+            pthread_mutex_lock(&s->lock);
+            if (st != QL_ERR_CANCELLED && s->st == QL_OK) {
+                s->st = st;
+                s->err = err;
+            }
+            s->stop = 1;
+            pthread_mutex_unlock(&s->lock);
+        }
+    }
+    return NULL;
+}
 
 static const ql_tensor *cached(const sens_ctx *s, const sens_batch *B, ql_tensor **arr, int v)
 {
@@ -102,7 +134,9 @@ static ql_status local_run(sens_worker *w, layer_work *lw, const sens_batch *B, 
 }
 
 /* Output-quantizer noise of the layer alone: its float output quantized,
- * as a run with only that quantizer would compute it. */
+ * as a run with only that quantizer would compute it. Quantization is
+ * element-wise, so unless the channel axis is the batch axis it goes a few
+ * samples at a time through a small buffer, summed in the same order. */
 static ql_status output_noise(sens_worker *w, const layer_work *lw, const sens_batch *B,
                               double *noise, ql_error *err)
 {
@@ -111,6 +145,36 @@ static ql_status output_noise(sens_worker *w, const layer_work *lw, const sens_b
     const ql_tensor *f = cached(w->s, B, B->flt, ov);
     if (!e || !f || f->dtype != QL_F32 || f->ndim < 1)
         return QL_OK;
+    int64_t per = f->dims[0] > 0 ? ql_tensor_numel(f) / f->dims[0] : 0;
+    if (e->spec.axis != 0 && per > 0) {
+        int64_t step = (int64_t)(16384 / per) > 1 ? (int64_t)(16384 / per) : 1;
+        if (step * per > w->scratch_n) {
+            free(w->scratch);
+            w->scratch_n = 0;
+            if (!(w->scratch = malloc((size_t)(step * per) * sizeof *w->scratch)))
+                return ql_fail(err, QL_ERR_NOMEM, "out of memory");
+            w->scratch_n = step * per;
+        }
+        double nz = 0;
+        for (int64_t s0 = 0; s0 < B->count; s0 += step) {
+            ql_tensor t = *f;
+            t.dims[0] = B->count - s0 < step ? B->count - s0 : step;
+            t.data = w->scratch;
+            t.owns = false;
+            const float *a = (const float *)f->data + s0 * per, *q = w->scratch;
+            int64_t n = t.dims[0] * per;
+            memcpy(w->scratch, a, (size_t)n * sizeof *a);
+            ql_status st = ql_fake_quant(&t, e, err);
+            if (st != QL_OK)
+                return st;
+            for (int64_t i = 0; i < n; i++) {
+                double d = (double)a[i] - (double)q[i];
+                nz += d * d;
+            }
+        }
+        *noise += nz;
+        return QL_OK;
+    }
     ql_tensor *t = ql_tensor_clone(f);
     if (!t)
         return ql_fail(err, QL_ERR_NOMEM, "out of memory");
@@ -141,6 +205,10 @@ static ql_status do_layer(sens_worker *w, layer_work *lw, ql_error *err)
         if ((st = sens_plan_build(&s->plans, local_modes[k], lw->layer, w->act[k], w->cst[k],
                                   err)) != QL_OK)
             return st;
+    /* only this layer's output is watched, so that fusions elsewhere stay
+     * (the mask is read when a plan is set) */
+    memset(w->obs, 0, (size_t)g->n_values);
+    w->obs[L->out_value] = 1;
     for (int b = 0; b < s->n_batches; b++) {
         const sens_batch *B = &s->batches[b];
         if ((s->o->cancel && *s->o->cancel) || s->stop)
@@ -207,6 +275,8 @@ static void *worker_main(void *arg)
 {
     sens_worker *w = arg;
     sens_ctx *s = w->s;
+    if (s->base_phase)
+        return base_main(w);
     for (;;) {
         pthread_mutex_lock(&s->lock);
         int r = s->stop ? s->n_work : s->next++;
@@ -239,12 +309,15 @@ static void *worker_main(void *arg)
 static void worker_clear(sens_worker *w)
 {
     ql_exec_free(w->x);
+    ql_exec_free(w->bx);
+    free(w->scratch);
     for (int k = 0; k < 3; k++) {
         free(w->act[k]);
         free(w->cst[k]);
     }
     free(w->feeds);
     free(w->outs);
+    free(w->obs);
 }
 
 static ql_status worker_init(sens_ctx *s, sens_worker *w, ql_error *err)
@@ -261,15 +334,16 @@ static ql_status worker_init(sens_ctx *s, sens_worker *w, ql_error *err)
     }
     w->feeds = calloc(nv + (size_t)s->g->n_outputs, sizeof *w->feeds);
     w->outs = calloc((size_t)s->g->n_outputs + 1, sizeof *w->outs);
-    if (!w->feeds || !w->outs)
+    w->obs = calloc(nv, 1);
+    if (!w->feeds || !w->outs || !w->obs)
         return ql_fail(err, QL_ERR_NOMEM, "out of memory");
-    ql_exec_opts xo = {.n_threads = 1, .observer = local_observer, .observer_user = w,
-                       .observe = s->out_obs, .cancel = s->o->cancel};
-    return ql_exec_new(s->g, &xo, &w->x, err);
+    return QL_OK;
 }
 
-/* Runs the layers of the current chunk on n_threads workers. */
-static ql_status run_layers(sens_ctx *s, sens_worker *ws, int n_threads, ql_error *err)
+/* Runs the current phase (base runs or layers) of the chunk on n_threads
+ * workers. The phases make their executors and free them after, so that a
+ * worker holds one batch of live activations at a time. */
+static ql_status run_phase(sens_ctx *s, sens_worker *ws, int n_threads, ql_error *err)
 {
     pthread_t tid[256];
     int started = 0;
@@ -287,6 +361,51 @@ static ql_status run_layers(sens_ctx *s, sens_worker *ws, int n_threads, ql_erro
         return s->st;
     }
     return QL_OK;
+}
+
+/* The chunk's base runs: as many workers as batches (up to n_threads),
+ * each with an executor of its share of the threads, made for the chunk
+ * so that its buffers go when it is done. */
+static ql_status run_base(sens_ctx *s, sens_worker *ws, int n_threads, const char *observe,
+                          ql_error *err)
+{
+    int nw = s->n_batches < n_threads ? s->n_batches : n_threads;
+    ql_status st = QL_OK;
+    for (int k = 0; k < nw && st == QL_OK; k++) {
+        ql_exec_opts bo = {.n_threads = n_threads / (nw > 0 ? nw : 1),
+                           .observer = sens_cache_observer, .observer_user = &ws[k].co,
+                           .observe = observe, .observe_raw = true, .cancel = s->o->cancel,
+                           .reuse_buffers = true};
+        st = ql_exec_new(s->g, &bo, &ws[k].bx, err);
+    }
+    if (st == QL_OK && nw > 0) {
+        s->base_phase = true;
+        st = run_phase(s, ws, nw, err);
+        s->base_phase = false;
+    }
+    for (int k = 0; k < nw; k++) {
+        ql_exec_free(ws[k].bx);
+        ws[k].bx = NULL;
+    }
+    return st;
+}
+
+/* The chunk's layers, on n_threads workers with one-thread executors. */
+static ql_status run_layers(sens_ctx *s, sens_worker *ws, int n_threads, ql_error *err)
+{
+    ql_status st = QL_OK;
+    for (int k = 0; k < n_threads && st == QL_OK; k++) {
+        ql_exec_opts xo = {.n_threads = 1, .observer = local_observer, .observer_user = &ws[k],
+                           .observe = ws[k].obs, .cancel = s->o->cancel, .reuse_buffers = true};
+        st = ql_exec_new(s->g, &xo, &ws[k].x, err);
+    }
+    if (st == QL_OK)
+        st = run_phase(s, ws, n_threads, err);
+    for (int k = 0; k < n_threads; k++) {
+        ql_exec_free(ws[k].x);
+        ws[k].x = NULL;
+    }
+    return st;
 }
 
 /* ---- entry point ------------------------------------------------------------------ */
@@ -320,9 +439,10 @@ ql_status ql_sensitivity(ql_model *m, const ql_qnet *q, const ql_qconfig *c,
     ql_graph *g = m->graph;
     sens_ctx s;
     ql_qsim *full = NULL;
-    ql_exec *bx = NULL;
     ql_batcher bt = {0};
     sens_worker *ws = NULL;
+    int n_ws = 0;
+    char *union_obs = NULL;
     int *rows = NULL, n_rows = 0, n_threads = o->n_threads > 0 ? o->n_threads : ql_default_threads();
     ql_sens_table *t = NULL;
     ql_status st;
@@ -383,39 +503,31 @@ ql_status ql_sensitivity(ql_model *m, const ql_qnet *q, const ql_qconfig *c,
     int n_chunks = d->n > 0 ? (int)((d->n + chunk - 1) / chunk) : 0;
     s.total = (int64_t)n_rows * n_chunks;
 
-    cache_obs co = {0};
-    ql_exec_opts bo = {.n_threads = n_threads, .observer = sens_cache_observer, .observer_user = &co,
-                       .observe = s.base_obs, .observe_raw = true, .cancel = o->cancel};
-    char *union_obs = calloc((size_t)(g->n_values ? g->n_values : 1), 1);
+    union_obs = calloc((size_t)(g->n_values ? g->n_values : 1), 1);
     if (!union_obs) {
         st = ql_fail(err, QL_ERR_NOMEM, "out of memory");
         goto cleanup;
     }
     for (int v = 0; v < g->n_values; v++)
         union_obs[v] = s.base_obs[v] | s.flt_obs[v];
-    bo.observe = union_obs;
-    st = ql_exec_new(g, &bo, &bx, err);
     ws = calloc((size_t)n_threads, sizeof *ws);
-    int n_ws = 0;
-    if (st == QL_OK && !ws)
+    if (!ws)
         st = ql_fail(err, QL_ERR_NOMEM, "out of memory");
     for (; st == QL_OK && n_ws < n_threads; n_ws++)
         st = worker_init(&s, &ws[n_ws], err);
     bool cancelled = false;
     for (int ci = 0; st == QL_OK && ci < n_chunks && !cancelled; ci++) {
         int64_t c0 = ci * chunk, c1 = c0 + chunk < d->n ? c0 + chunk : d->n;
-        co.failed = false;
-        st = sens_run_base(&s, bx, &co, &bt, c0, c1, err);
+        st = sens_chunk_inputs(&s, &bt, c0, c1, err);
         if (st == QL_OK)
+            st = run_base(&s, ws, n_threads, union_obs, err);
+        if (st == QL_OK && !s.stop)
             st = run_layers(&s, ws, n_threads, err);
         cancelled = st == QL_ERR_CANCELLED || s.stop;
         sens_free_batches(&s);
     }
     if (st == QL_ERR_CANCELLED)
         st = QL_OK;
-    for (int k = 0; ws && k < n_ws; k++)
-        worker_clear(&ws[k]);
-    free(union_obs);
     if (st != QL_OK)
         goto cleanup;
     t = calloc(1, sizeof *t);
@@ -434,14 +546,15 @@ ql_status ql_sensitivity(ql_model *m, const ql_qnet *q, const ql_qconfig *c,
     t = NULL;
 cleanup:
     ql_sens_table_free(t);
+    for (int k = 0; ws && k < n_ws; k++)
+        worker_clear(&ws[k]);
     free(ws);
-    ql_exec_free(bx);
+    free(union_obs);
     ql_batcher_clear(&bt);
     sens_free_batches(&s);
     sens_free_work(&s);
     free(s.base_obs);
     free(s.flt_obs);
-    free(s.out_obs);
     free(s.plans.prec);
     free(rows);
     ql_qsim_free(full);

@@ -1,7 +1,9 @@
 /* Unit tests of the sensitivity analysis and autoprec on the shipped
  * example: the incremental runs equal full re-executions bit for bit (the
  * engine's brute-force path, and a reference written here from configs
- * built the obvious way), whatever the thread count and cache budget; the
+ * built the obvious way), whatever the thread count and cache budget (the
+ * workers share out the base runs' batches and the layers); executors that
+ * keep their buffers compute what plain ones do; the
  * CSV survives awkward names through libcsv; a planted sensitive layer
  * ranks first and is the first one autoprec raises. */
 #include <setjmp.h>
@@ -136,6 +138,10 @@ static void test_incremental_is_brute_force(void **state)
     for (int mode = 0; mode < QL_SENS_MODE_COUNT; mode++) {
         ql_sens_table *inc1 = analyse(f, f->c, (ql_sens_mode)mode, 1, false, 0);
         ql_sens_table *inc2 = analyse(f, f->c, (ql_sens_mode)mode, 2, false, 0);
+        /* three workers for three batches and 17 layers: every worker has
+         * base runs and layers of its own (both kinds of base run) */
+        bool three = mode == QL_SENS_SINGLE || mode == QL_SENS_ALL_BUT;
+        ql_sens_table *inc3 = three ? analyse(f, f->c, (ql_sens_mode)mode, 3, false, 0) : NULL;
         ql_sens_table *bf = analyse(f, f->c, (ql_sens_mode)mode, 2, true, 0);
         /* a budget of a few samples: chunks of one small batch (single and
          * all-but, the two kinds of base run) */
@@ -150,6 +156,8 @@ static void test_incremental_is_brute_force(void **state)
             assert_int_equal(inc1->rows[i].m.n, N_SAMPLES);
         assert_same(inc1, bf, "incremental vs brute force");
         assert_same(inc1, inc2, "1 vs 2 threads");
+        if (three)
+            assert_same(inc1, inc3, "1 vs 3 threads");
         if (chunked) {
             assert_same(small, small_bf, "chunked: incremental vs brute force");
             /* chunking changes the batch size, which GEMM blocking sees:
@@ -167,6 +175,7 @@ static void test_incremental_is_brute_force(void **state)
         }
         ql_sens_table_free(inc1);
         ql_sens_table_free(inc2);
+        ql_sens_table_free(inc3);
         ql_sens_table_free(bf);
         ql_sens_table_free(small);
         ql_sens_table_free(small_bf);
@@ -341,6 +350,87 @@ static void test_matches_reference(void **state)
     free(sact);
     free(scst);
     ql_qsim_free(full);
+}
+
+/* Executors that keep their buffers between runs (as the analysis's do)
+ * give the outputs and observed values plain ones give, bit for bit, over
+ * runs whose batch sizes and plans change (buffers of other sizes spare). */
+static void test_exec_reuse_buffers(void **state)
+{
+    fixture *f = *state;
+    ql_error err = {{0}};
+    ql_qsim *full = NULL;
+    ql_exec *x[2] = {NULL, NULL};
+    ref_obs ro[2];
+    assert_int_equal(ql_qsim_build(f->q, f->c, &full, &err), QL_OK);
+    for (int k = 0; k < 2; k++) {
+        ro[k].want = f->q->layers[5].out_value;
+        ql_exec_opts xo = {.n_threads = 1, .observer = ref_observer, .observer_user = &ro[k],
+                           .reuse_buffers = k == 1};
+        assert_int_equal(ql_exec_new(f->m->graph, &xo, &x[k], &err), QL_OK);
+    }
+    static const int64_t sizes[] = {8, 3, 8, 1, 5, 8};
+    for (int r = 0; r < 12; r++) {
+        int64_t n = sizes[r % 6];
+        ql_tensor in = ql_dataset_batch(f->eval, r, n);
+        const ql_tensor *inp = &in;
+        ql_tensor *outs[2][4] = {{NULL}};
+        for (int k = 0; k < 2; k++) {
+            ro[k].copy = NULL;
+            assert_int_equal(ql_exec_set_quant(x[k], r % 4 < 2 ? &full->plan : NULL, &err), QL_OK);
+            if (ql_exec_run(x[k], &inp, outs[k], &err) != QL_OK)
+                fail_msg("run %d: %s", r, err.msg);
+            assert_non_null(ro[k].copy);
+        }
+        assert_int_equal(ql_tensor_numel(outs[0][0]), ql_tensor_numel(outs[1][0]));
+        assert_memory_equal(outs[0][0]->data, outs[1][0]->data, ql_tensor_nbytes(outs[0][0]));
+        assert_int_equal(ql_tensor_numel(ro[0].copy), ql_tensor_numel(ro[1].copy));
+        assert_memory_equal(ro[0].copy->data, ro[1].copy->data, ql_tensor_nbytes(ro[0].copy));
+        for (int k = 0; k < 2; k++) {
+            ql_tensor_free(outs[k][0]);
+            ql_tensor_free(ro[k].copy);
+        }
+    }
+    ql_exec_free(x[0]);
+    ql_exec_free(x[1]);
+    ql_qsim_free(full);
+}
+
+static bool stop_after_three(void *user, int64_t done, int64_t total)
+{
+    (void)user;
+    (void)total;
+    return done < 3;
+}
+
+/* A cancel before the base runs leaves every row undone; a progress
+ * callback that says stop leaves the finished rows done, and equal to a
+ * full analysis's. */
+static void test_cancel(void **state)
+{
+    fixture *f = *state;
+    ql_error err = {{0}};
+    volatile int cancel = 1;
+    ql_sens_table *t = NULL, *full = analyse(f, f->c, QL_SENS_SINGLE, 2, false, 0);
+    ql_sens_opts o = {.n_threads = 2, .batch = BATCH, .cancel = &cancel};
+    assert_int_equal(ql_sensitivity(f->m, f->q, f->c, f->eval, f->labels, &o, &t, &err), QL_OK);
+    assert_true(t->partial);
+    for (int i = 0; i < t->n; i++)
+        assert_false(t->rows[i].done);
+    ql_sens_table_free(t);
+    o.cancel = NULL;
+    o.progress = stop_after_three;
+    assert_int_equal(ql_sensitivity(f->m, f->q, f->c, f->eval, f->labels, &o, &t, &err), QL_OK);
+    int done = 0;
+    for (int i = 0; i < t->n; i++)
+        if (t->rows[i].done) {
+            done++;
+            assert_memory_equal(&t->rows[i].m, &full->rows[i].m, sizeof t->rows[i].m);
+        }
+    assert_true(t->partial);
+    assert_in_range(done, 3, t->n - 1);
+    ql_sens_table_free(t);
+    ql_sens_table_free(full);
 }
 
 /* ---- CSV round trip ---------------------------------------------------------------- */
@@ -599,6 +689,8 @@ int main(void)
         cmocka_unit_test(test_csv_round_trip),
         cmocka_unit_test_setup_teardown(test_incremental_is_brute_force, setup, teardown),
         cmocka_unit_test_setup_teardown(test_matches_reference, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_exec_reuse_buffers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
         cmocka_unit_test_setup_teardown(test_planted, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
