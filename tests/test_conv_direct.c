@@ -66,15 +66,15 @@ static void ref_conv(const dcase *c, int64_t OH, int64_t OW, const float *x, con
                 }
 }
 
-static ql_status run_direct(const ql_dconv *d, const float *x, const float *w, const float *b,
-                            const float *add, float *y, const ql_act *act, int threads,
-                            ql_error *err)
+static ql_status run_direct(const ql_dconv *d, const float *x, const float *w,
+                            const float *packed, const float *b, const float *add, float *y,
+                            const ql_act *act, int threads, ql_error *err)
 {
     ql_pool *pool = ql_pool_new(threads);
     assert_non_null(pool);
     ql_exec_ctx ctx;
     ql_ctx_init(&ctx, pool);
-    ql_status st = ql_conv_direct(d, x, w, b, add, y, act, &ctx, err);
+    ql_status st = ql_conv_direct(d, x, w, packed, b, add, y, act, &ctx, err);
     ql_ctx_destroy(&ctx);
     ql_pool_free(pool);
     return st;
@@ -104,12 +104,27 @@ static void check_case(const dcase *c, uint64_t seed)
     for (int threads = 1; threads <= 3; threads++) {
         float *out = threads == 1 ? y : y2;
         memset(out, 0x7f, sizeof(float) * (size_t)ny); /* garbage: every element must be written */
-        if (run_direct(&d, x, w, c->bias ? b : NULL, c->add ? add : NULL, out, &act, threads,
-                       &err) != QL_OK)
+        if (run_direct(&d, x, w, NULL, c->bias ? b : NULL, c->add ? add : NULL, out, &act,
+                       threads, &err) != QL_OK)
             fail_msg("run on %d threads: %s", threads, err.msg);
         if (threads > 1 && memcmp(y, y2, sizeof(float) * (size_t)ny) != 0)
             fail_msg("output differs between 1 and %d threads", threads);
     }
+    /* weights packed ahead for one image (as Conv's prepare does), used for
+     * the whole batch: the same bits; the weights passed are then unread */
+    ql_dconv d1 = d;
+    d1.N = 1;
+    assert_int_equal(ql_conv_direct_layout(&d1), ql_conv_direct_layout(&d));
+    float *wp = ql_aligned_alloc(sizeof(float) * (size_t)ql_conv_direct_packed_floats(&d1));
+    assert_non_null(wp);
+    ql_conv_direct_pack(&d1, w, wp);
+    memset(y2, 0x7f, sizeof(float) * (size_t)ny);
+    if (run_direct(&d, x, NULL, wp, c->bias ? b : NULL, c->add ? add : NULL, y2, &act, 2, &err) !=
+        QL_OK)
+        fail_msg("run with packed weights: %s", err.msg);
+    if (memcmp(y, y2, sizeof(float) * (size_t)ny) != 0)
+        fail_msg("output differs with weights packed ahead");
+    ql_aligned_free(wp);
     ref_conv(c, OH, OW, x, w, c->bias ? b : NULL, c->add ? add : NULL, ref);
     for (int64_t i = 0; i < ny; i++)
         if (!tu_close(y[i], (float)ref[i], RTOL, ATOL))

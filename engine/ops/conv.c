@@ -343,13 +343,17 @@ typedef struct conv_state {
     int64_t M, K, G;  /* shape the packing was made for */
     const float *src; /* the weight data it was packed from */
     float *apack;     /* G groups of ql_pack_a_floats(M/G, K) */
+    float *dpack;     /* for the direct kernel (NULL: packed per run) */
+    int64_t dlayout;  /* ... in ql_conv_direct_layout's layout */
 } conv_state;
 
 static void conv_release(ql_node *n)
 {
     conv_state *s = n->state;
-    if (s)
+    if (s) {
         ql_aligned_free(s->apack);
+        ql_aligned_free(s->dpack);
+    }
     free(s);
     n->state = NULL;
 }
@@ -370,6 +374,12 @@ static void value_header(const ql_graph *g, int v, ql_tensor *t)
 static int is_depthwise(const conv_geom *g)
 {
     return g->cg == 1 && g->G == g->C && g->G > 1 && g->nsp <= 2 && g->kvol <= DW_MAX_TAPS;
+}
+
+static ql_dconv direct_geom(const conv_geom *g)
+{
+    return (ql_dconv){g->N,    g->C,    g->M,    g->in[1], g->in[2], g->out[1], g->out[2], g->k[1],
+                      g->k[2], g->s[1], g->s[2], g->d[1],  g->d[2],  g->pb[1], g->pb[2]};
 }
 
 static ql_status conv_prepare(ql_graph *g, ql_node *n, ql_error *err)
@@ -405,6 +415,23 @@ static ql_status conv_prepare(ql_graph *g, ql_node *n, ql_error *err)
     for (int64_t grp = 0; grp < G; grp++)
         ql_pack_a((const float *)wc->data + grp * mg * K, K, mg, K, s->apack + grp * per);
     n->state = s;
+    /* the direct kernel's packing depends on the output width: made here
+     * when the input's spatial extents are known */
+    int known = x.ndim == w.nsp + 2;
+    for (int i = 0; known && i < w.nsp; i++)
+        known = x.dims[2 + i] > 0;
+    if (known && G == 1) {
+        conv_geom gg;
+        geom_fill(&gg, &w, 1, cg.C, M, G);
+        ql_dconv dc = direct_geom(&gg);
+        if (gg.nsp <= 2 && gg.out_sz > 0 && ql_conv_direct_fits(&dc)) {
+            s->dpack = ql_aligned_alloc((size_t)ql_conv_direct_packed_floats(&dc) * sizeof(float));
+            if (!s->dpack)
+                return ql_fail(err, QL_ERR_NOMEM, "out of memory packing the weights");
+            ql_conv_direct_pack(&dc, wc->data, s->dpack);
+            s->dlayout = ql_conv_direct_layout(&dc);
+        }
+    }
     return QL_OK;
 }
 
@@ -1042,11 +1069,17 @@ static ql_status conv_run(const ql_node *n, const ql_tensor *const *in, ql_tenso
     if (is_depthwise(&g))
         return conv_depthwise(&g, x->data, wt->data, b ? b->data : NULL, ctx->post_add,
                               out[0]->data, &act, ctx, err);
-    ql_dconv dc = {g.N, g.C, g.M, g.in[1], g.in[2], g.out[1], g.out[2], g.k[1], g.k[2],
-                   g.s[1], g.s[2], g.d[1], g.d[2], g.pb[1], g.pb[2]};
-    if (g.G == 1 && g.nsp <= 2 && ql_conv_direct_fits(&dc))
-        return ql_conv_direct(&dc, x->data, wt->data, b ? b->data : NULL, ctx->post_add,
+    ql_dconv dc = direct_geom(&g);
+    if (g.G == 1 && g.nsp <= 2 && ql_conv_direct_fits(&dc)) {
+        /* the packing made at prepare time only for the weights it came from */
+        const conv_state *s = n->state;
+        const float *dpack = s && s->dpack && s->src == wt->data &&
+                                     s->dlayout == ql_conv_direct_layout(&dc)
+                                 ? s->dpack
+                                 : NULL;
+        return ql_conv_direct(&dc, x->data, wt->data, dpack, b ? b->data : NULL, ctx->post_add,
                               out[0]->data, &act, ctx, err);
+    }
     return conv_gemm(&g, n, x->data, wt->data, b ? b->data : NULL, ctx->post_add, out[0]->data,
                      &act, ctx, err);
 }

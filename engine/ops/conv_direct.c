@@ -182,6 +182,42 @@ static int dc_pick_mb(int64_t M, int nb)
     return best;
 }
 
+/* The packed weights' layout for d: tile height and kind (see dc_job.wp). */
+static void dc_layout(const ql_dconv *d, int *mb, int *cv)
+{
+    int64_t nv = (d->ow + 7) / 8, nchunks = (nv + DC_MAX_NB - 1) / DC_MAX_NB;
+    *cv = d->ow < 8;
+    *mb = *cv ? CV_M : dc_pick_mb(d->M, (int)((nv + nchunks - 1) / nchunks));
+}
+
+int64_t ql_conv_direct_layout(const ql_dconv *d)
+{
+    int mb, cv;
+    dc_layout(d, &mb, &cv);
+    return 2 * (int64_t)mb + cv;
+}
+
+static size_t dc_align16(int64_t floats) { return (size_t)((floats + 15) / 16 * 16); }
+
+int64_t ql_conv_direct_packed_floats(const ql_dconv *d)
+{
+    int64_t mpad = (d->M + CV_M - 1) / CV_M * CV_M;
+    return (int64_t)dc_align16(mpad * d->C * d->kh * d->kw);
+}
+
+void ql_conv_direct_pack(const ql_dconv *d, const float *w, float *wp)
+{
+    int mb, cv;
+    dc_layout(d, &mb, &cv);
+    int64_t K = d->C * d->kh * d->kw;
+    for (int64_t m0 = 0; m0 < d->M; m0 += mb) {
+        int64_t r = d->M - m0 < mb ? d->M - m0 : mb, rp = cv ? CV_M : r;
+        for (int64_t k = 0; k < K; k++)
+            for (int64_t rr = 0; rr < rp; rr++)
+                wp[m0 * K + k * rp + rr] = rr < r ? w[(m0 + rr) * K + k] : 0.0f;
+    }
+}
+
 int ql_conv_direct_fits(const ql_dconv *d)
 {
     int64_t maxch = d->ow < 8 ? DC_MAX_CH_SHORT : DC_MAX_CH_ROWS;
@@ -349,11 +385,9 @@ static void dc_tasks(void *arg, int64_t begin, int64_t end, int tid)
     }
 }
 
-static size_t dc_align16(int64_t floats) { return (size_t)((floats + 15) / 16 * 16); }
-
-ql_status ql_conv_direct(const ql_dconv *d, const float *x, const float *w, const float *bias,
-                         const float *add, float *y, const ql_act *act, ql_exec_ctx *ctx,
-                         ql_error *err)
+ql_status ql_conv_direct(const ql_dconv *d, const float *x, const float *w, const float *packed,
+                         const float *bias, const float *add, float *y, const ql_act *act,
+                         ql_exec_ctx *ctx, ql_error *err)
 {
     dc_job j = {.d = *d, .act = *act, .x = x, .bias = bias, .add = add, .y = y,
                 .fast = ql_cpu_fast()};
@@ -378,10 +412,7 @@ ql_status ql_conv_direct(const ql_dconv *d, const float *x, const float *w, cons
         j.last[ci] = (lastcol + 8 > d->ow ? d->ow - 8 : lastcol) - j.col0[ci];
         v0 += n;
     }
-    j.mb = dc_pick_mb(d->M, (int)j.nbv[0]); /* chunks are at most this wide */
-    j.cv = d->ow < 8;
-    if (j.cv)
-        j.mb = CV_M;
+    dc_layout(d, &j.mb, &j.cv); /* chunks are at most nbv[0] wide */
     int64_t mpad = (d->M + CV_M - 1) / CV_M * CV_M;
 
     /* bands of output rows: plane rows of one band stay in L2, and small
@@ -410,15 +441,12 @@ ql_status ql_conv_direct(const ql_dconv *d, const float *x, const float *w, cons
     if (!sc)
         return ql_fail(err, QL_ERR_NOMEM, "out of memory for convolution scratch (%zu bytes)",
                        total * sizeof(float));
-    /* weights packed per run, from the tensor given: a fake-quant plan
-     * may run the node with replacement weights */
+    /* weights packed at prepare time when the caller has them, else here,
+     * from the tensor given (a fake-quant plan may run the node with
+     * replacement weights) */
     float *wp = sc;
-    for (int64_t m0 = 0; m0 < d->M; m0 += j.mb) {
-        int64_t r = d->M - m0 < j.mb ? d->M - m0 : j.mb, rp = j.cv ? CV_M : r;
-        for (int64_t k = 0; k < K; k++)
-            for (int64_t rr = 0; rr < rp; rr++)
-                wp[m0 * K + k * rp + rr] = rr < r ? w[(m0 + rr) * K + k] : 0.0f;
-    }
+    if (!packed)
+        ql_conv_direct_pack(d, w, wp);
     float *b16 = sc + dc_align16(mpad * K);
     for (int64_t m = 0; m < mpad; m++)
         b16[m] = bias && m < d->M ? bias[m] : 0.0f;
@@ -431,7 +459,7 @@ ql_status ql_conv_direct(const ql_dconv *d, const float *x, const float *w, cons
             koff[c * kvol + r] =
                 c * j.chan_stride + ql_phase_off(&lay, r / d->kw * d->dh, r % d->kw * d->dw);
     j.koff = koff;
-    j.wp = wp;
+    j.wp = packed ? packed : wp;
     j.scratch = sc + w_floats + k_floats;
     ql_parallel_for(ctx, d->N * j.nbands, 1, dc_tasks, &j);
     return QL_OK;

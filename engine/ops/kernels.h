@@ -190,10 +190,16 @@ typedef struct ql_dconv {
 
 /* True when ql_conv_direct handles d and is expected to beat the GEMM path. */
 int ql_conv_direct_fits(const ql_dconv *d);
+/* Packed weights: a packing made for d serves any d2 of the same
+ * weights with ql_conv_direct_layout(d2) == ql_conv_direct_layout(d). */
+int64_t ql_conv_direct_layout(const ql_dconv *d);
+int64_t ql_conv_direct_packed_floats(const ql_dconv *d);
+void ql_conv_direct_pack(const ql_dconv *d, const float *w, float *dst);
 /* y = conv(x, w) + bias (NULL: none), then + add (NULL: none; y's shape),
- * then act's clamp. w is [M][C][kh][kw], read (packed) on every call. */
-ql_status ql_conv_direct(const ql_dconv *d, const float *x, const float *w, const float *bias,
-                         const float *add, float *y, const ql_act *act, ql_exec_ctx *ctx,
-                         ql_error *err);
+ * then act's clamp. w is [M][C][kh][kw]; packed is its packing for d's
+ * layout, or NULL to pack w in this call. */
+ql_status ql_conv_direct(const ql_dconv *d, const float *x, const float *w, const float *packed,
+                         const float *bias, const float *add, float *y, const ql_act *act,
+                         ql_exec_ctx *ctx, ql_error *err);
 
 #endif
