@@ -53,61 +53,10 @@ __attribute__((unused)) static void hu_extremes(const qlp_hist *h, double *mn, d
     *mx = h->max > h->hi ? h->hi : h->max < h->lo ? h->lo : h->max;
 }
 
-/* Builds the histogram of |x| with at most maxbins bins, ending at the last
- * non-zero bin: *nb bins of width *width over [0, nb * width). A histogram
- * symmetric about zero with an even bin count folds exactly; any other is
- * folded by bin centres (approximate). Adjacent bins are then merged by the
- * smallest factor that fits the budget. Returns a malloc'd array or NULL on
- * OOM; *nb == 0 when every value is 0 (or the range is empty). */
-__attribute__((unused)) static uint64_t *hu_fold_abs(const qlp_hist *h, int maxbins, int *nb,
-                                                    double *width)
-{
-    int n = h->nbins;
-    double w = (h->hi - h->lo) / n;
-    double amax = fmax(fabs(h->lo), fabs(h->hi));
-    double nad = w > 0 ? ceil(amax / w) : 1; /* capped: an odd range far from 0 */
-    int na = nad < 1 ? 1 : nad > (1 << 24) ? (1 << 24) : (int)nad;
-    uint64_t *a = calloc((size_t)(na > n ? na : n) + 1, sizeof *a);
-    if (!a)
-        return NULL;
-    if (h->lo == -h->hi && n % 2 == 0) {
-        na = n / 2;
-        for (int k = 0; k < na; k++)
-            a[k] = h->counts[na + k] + h->counts[na - 1 - k];
-    } else {
-        for (int j = 0; j < n; j++) {
-            int k = w > 0 ? (int)(fabs(h->lo + (j + 0.5) * w) / w) : 0;
-            a[k < na ? k : na - 1] += h->counts[j];
-        }
-    }
-    int last = na - 1;
-    while (last >= 0 && a[last] == 0)
-        last--;
-    *width = w;
-    if (last < 0 || !(w > 0)) {
-        *nb = 0;
-        return a;
-    }
-    int used = last + 1, f = (used + maxbins - 1) / maxbins;
-    if (f > 1) {
-        int m = (used + f - 1) / f;
-        for (int k = 0; k < m; k++) {
-            uint64_t s = 0;
-            for (int j = k * f; j < (k + 1) * f && j < used; j++)
-                s += a[j];
-            a[k] = s; /* k * f >= k: reads stay ahead of writes */
-        }
-        used = m;
-        *width = w * f;
-    }
-    *nb = used;
-    return a;
-}
-
 /* Splits the histogram at zero into two one-sided histograms of |x| on the
- * same grid: pos[k] counts [k w, (k+1) w), neg[k] counts [-(k+1) w, -k w)
- * (bin edges as in hu_fold_abs; exact for a range symmetric about zero with
- * an even bin count, by bin centres otherwise). Both end at the last
+ * the histogram's bin width w: pos[k] counts [k w, (k+1) w), neg[k] counts
+ * [-(k+1) w, -k w) (exact for a range symmetric about zero with an even
+ * bin count; any other is split by bin centres, approximately). Both end at the last
  * non-zero bin of either side and are merged by the same smallest factor
  * leaving at most maxbins bins. Returns the pos array (neg is a second
  * malloc'd array in *neg), or NULL on OOM; *nb == 0 when every value is 0. */
@@ -165,6 +114,22 @@ __attribute__((unused)) static uint64_t *hu_split_signed(const qlp_hist *h, int 
         *width = w * f;
     }
     *nb = used;
+    return a;
+}
+
+/* Builds the histogram of |x| with at most maxbins bins, ending at the last
+ * non-zero bin: *nb bins of width *width over [0, nb * width), the two
+ * sides of hu_split_signed added. Returns a malloc'd array or NULL on OOM;
+ * *nb == 0 when every value is 0 (or the range is empty). */
+__attribute__((unused)) static uint64_t *hu_fold_abs(const qlp_hist *h, int maxbins, int *nb,
+                                                    double *width)
+{
+    uint64_t *neg = NULL, *a = hu_split_signed(h, maxbins, &neg, nb, width);
+    if (!a)
+        return NULL;
+    for (int k = 0; k < *nb; k++)
+        a[k] += neg[k];
+    free(neg);
     return a;
 }
 
