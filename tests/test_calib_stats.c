@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "engine/calib_stats.h"
+#include "tests/hist_ref.h"
 #include "tests/testutil.h"
 
 #define NB QL_HIST_BINS
@@ -25,29 +26,6 @@ static char tmpdir[64];
 /* ---------------------------------------------------------------------------
  * Reference: bins computed directly from the definition
  * ------------------------------------------------------------------------- */
-
-/* Smallest power of two >= a, by repeated doubling/halving. */
-static double ref_pow2(double a)
-{
-    double r = 1;
-    while (r < a)
-        r *= 2;
-    while (r / 2 >= a)
-        r /= 2;
-    return r;
-}
-
-/* Bin of x for bins of width R/4096 over [-R, R) (x == R in the top bin). */
-static int ref_bin(double R, double x)
-{
-    if (isinf(x))
-        return x < 0 ? 0 : NB - 1;
-    if (R == 0)
-        return NB / 2;
-    double k = floor(x / (R / (NB / 2))); /* division by a power of two: exact */
-    int b = (int)k + NB / 2;
-    return b < 0 ? 0 : b >= NB ? NB - 1 : b;
-}
 
 static void ref_hist(const float *x, int64_t n, double R, uint64_t *counts)
 {

@@ -16,6 +16,7 @@
 
 #include "engine/calibrate.h"
 #include "engine/evaluate.h"
+#include "tests/hist_ref.h"
 #include "tests/testutil.h"
 
 #define NB QL_HIST_BINS
@@ -24,26 +25,6 @@
  * Reference: bins from the definition, in double (divisions by powers of two
  * are exact)
  * ------------------------------------------------------------------------- */
-
-static double ref_pow2(double a)
-{
-    double r = 1;
-    while (r < a)
-        r *= 2;
-    while (r / 2 >= a)
-        r /= 2;
-    return r;
-}
-
-static int ref_bin(double R, double x)
-{
-    if (isinf(x))
-        return x < 0 ? 0 : NB - 1;
-    if (R == 0)
-        return NB / 2;
-    int b = (int)floor(x / (R / (NB / 2))) + NB / 2;
-    return b < 0 ? 0 : b >= NB ? NB - 1 : b;
-}
 
 static uint64_t *ref_counts(const float *x, int64_t n, double R)
 {
