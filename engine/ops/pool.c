@@ -5,8 +5,10 @@
  * with -inf (max) or 0 (average), after which every window tap of a run of
  * outputs is a contiguous read, reduced eight lanes at a time. Everything
  * else (3-D windows, u8/i8 MaxPool, the Indices output) takes a plain
- * loop over windows. One task per plane, so results never depend on the
- * thread count. */
+ * loop over windows. Float 2x2 MaxPool of stride 2 with every window inside
+ * the input (the common downsampling) reads its two input rows straight
+ * instead: max down the rows, then of neighbouring pairs. One task per
+ * plane, so results never depend on the thread count. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -279,6 +281,83 @@ static void fast_tasks(void *arg, int64_t begin, int64_t end, int tid)
     }
 }
 
+/* ---------------------------------------------------------------------------
+ * 2x2 MaxPool, stride 2, windows inside the input
+ * ------------------------------------------------------------------------- */
+typedef struct max22_job {
+    const pool_geom *g;
+    const float *x;
+    float *y;
+    int fast;
+} max22_job;
+
+static int is_max22(const pool_geom *g)
+{
+    return g->nsp == 2 && g->k[1] == 2 && g->k[2] == 2 && g->s[1] == 2 && g->s[2] == 2 &&
+           g->d[1] == 1 && g->d[2] == 1 && g->pb[1] == 0 && g->pb[2] == 0 &&
+           2 * g->out[1] <= g->in[1] && 2 * g->out[2] <= g->in[2];
+}
+
+/* The taps in the general path's order, (0,0) (0,1) (1,0) (1,1), each
+ * compared with the running maximum from -inf as there (NaN then behaves
+ * the same) */
+QL_INLINE float max4(float a, float b, float c, float d)
+{
+    float m = -INFINITY;
+    m = a > m ? a : m;
+    m = b > m ? b : m;
+    m = c > m ? c : m;
+    return d > m ? d : m;
+}
+
+QL_INLINE void max22_body(float *restrict y, const float *restrict x, int64_t IW, int64_t OH,
+                          int64_t OW)
+{
+    const ql_v8i ev = {0, 2, 4, 6, 8, 10, 12, 14}, od = {1, 3, 5, 7, 9, 11, 13, 15};
+    for (int64_t oh = 0; oh < OH; oh++) {
+        const float *r0 = x + 2 * oh * IW, *r1 = r0 + IW;
+        float *out = y + oh * OW;
+        int64_t ow = 0;
+        for (; ow + 8 <= OW; ow += 8) {
+            ql_v8 a0 = QL_LD8(r0 + 2 * ow), a1 = QL_LD8(r0 + 2 * ow + 8);
+            ql_v8 b0 = QL_LD8(r1 + 2 * ow), b1 = QL_LD8(r1 + 2 * ow + 8);
+            ql_v8 m = QL_V8(-INFINITY);
+            m = QL_V8_MAX(m, __builtin_shuffle(a0, a1, ev));
+            m = QL_V8_MAX(m, __builtin_shuffle(a0, a1, od));
+            m = QL_V8_MAX(m, __builtin_shuffle(b0, b1, ev));
+            m = QL_V8_MAX(m, __builtin_shuffle(b0, b1, od));
+            QL_ST8(out + ow, m);
+        }
+        for (; ow < OW; ow++)
+            out[ow] = max4(r0[2 * ow], r0[2 * ow + 1], r1[2 * ow], r1[2 * ow + 1]);
+    }
+}
+
+QL_TARGET_FAST static void max22_fast(float *y, const float *x, int64_t IW, int64_t OH, int64_t OW)
+{
+    max22_body(y, x, IW, OH, OW);
+}
+
+static void max22_portable(float *y, const float *x, int64_t IW, int64_t OH, int64_t OW)
+{
+    max22_body(y, x, IW, OH, OW);
+}
+
+static void max22_tasks(void *arg, int64_t begin, int64_t end, int tid)
+{
+    const max22_job *j = arg;
+    const pool_geom *g = j->g;
+    (void)tid;
+    for (int64_t p = begin; p < end; p++) {
+        const float *x = j->x + p * g->in_sz;
+        float *y = j->y + p * g->out_sz;
+        if (j->fast)
+            max22_fast(y, x, g->in[2], g->out[1], g->out[2]);
+        else
+            max22_portable(y, x, g->in[2], g->out[1], g->out[2]);
+    }
+}
+
 static ql_status pool_run(const ql_node *n, const ql_tensor *const *in, ql_tensor *const *out,
                           ql_exec_ctx *ctx, ql_error *err)
 {
@@ -299,6 +378,11 @@ static ql_status pool_run(const ql_node *n, const ql_tensor *const *in, ql_tenso
                       .col_major = ql_attr_int(n, "storage_order", 0) == 1,
                       .idx = indices ? out[1]->data : NULL};
         ql_parallel_for(ctx, g.planes, 1, slow_tasks, &j);
+        return QL_OK;
+    }
+    if (is_max && is_max22(&g)) {
+        max22_job j = {&g, x->data, out[0]->data, ql_cpu_fast()};
+        ql_parallel_for(ctx, g.planes, 1, max22_tasks, &j);
         return QL_OK;
     }
     fast_job j = {.g = g, .x = x->data, .y = out[0]->data, .is_max = is_max, .fast = ql_cpu_fast()};
