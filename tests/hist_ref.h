@@ -5,6 +5,8 @@
 #define QL_TESTS_HIST_REF_H
 
 #include <math.h>
+#include <stdint.h>
+#include <string.h>
 
 #include "engine/calib_stats.h"
 
@@ -30,6 +32,15 @@ static inline int ref_bin(double R, double x)
     double k = floor(x / (R / (nb / 2))); /* division by a power of two: exact */
     int b = (int)k + nb / 2;
     return b < 0 ? 0 : b >= nb ? nb - 1 : b;
+}
+
+/* counts[QL_HIST_BINS] of the non-NaN values of x on the grid of range R. */
+static inline void ref_hist(const float *x, int64_t n, double R, uint64_t *counts)
+{
+    memset(counts, 0, QL_HIST_BINS * sizeof *counts);
+    for (int64_t i = 0; i < n; i++)
+        if (!isnan(x[i]))
+            counts[ref_bin(R, x[i])]++;
 }
 
 #endif

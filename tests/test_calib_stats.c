@@ -24,16 +24,8 @@
 static char tmpdir[64];
 
 /* ---------------------------------------------------------------------------
- * Reference: bins computed directly from the definition
+ * Data (the reference bins are in tests/hist_ref.h)
  * ------------------------------------------------------------------------- */
-
-static void ref_hist(const float *x, int64_t n, double R, uint64_t *counts)
-{
-    memset(counts, 0, NB * sizeof *counts);
-    for (int64_t i = 0; i < n; i++)
-        if (!isnan(x[i]))
-            counts[ref_bin(R, x[i])]++;
-}
 
 static float gauss(tu_rng *r)
 {

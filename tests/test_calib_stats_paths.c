@@ -28,10 +28,8 @@
 
 static uint64_t *ref_counts(const float *x, int64_t n, double R)
 {
-    uint64_t *c = calloc(NB, sizeof *c);
-    for (int64_t i = 0; i < n; i++)
-        if (!isnan(x[i]))
-            c[ref_bin(R, x[i])]++;
+    uint64_t *c = malloc(NB * sizeof *c);
+    ref_hist(x, n, R, c);
     return c;
 }
 
