@@ -53,27 +53,23 @@ static bool same(const ql_sens_table *a, const ql_sens_table *b)
     return true;
 }
 
-/* Best wall time of `repeat` analyses, and the CPU time of that run;
- * keeps the last table. */
-static double timed(ql_model *m, const ql_qnet *q, const ql_qconfig *c, const ql_dataset *d,
-                    const ql_sens_opts *o, int repeat, ql_sens_table **keep, double *cpu)
+/* One analysis: its wall time, and its CPU time in *cpu; the table
+ * replaces *keep. Keeps the best wall time (and that run's CPU) in *best. */
+static void timed(ql_model *m, const ql_qnet *q, const ql_qconfig *c, const ql_dataset *d,
+                  const ql_sens_opts *o, ql_sens_table **keep, double *best, double *cpu)
 {
-    double best = INFINITY;
     ql_error err = {{0}};
-    for (int r = 0; r < repeat; r++) {
-        ql_sens_table *t = NULL;
-        double t0 = now(), c0 = cpu_now();
-        if (ql_sensitivity(m, q, c, d, NULL, o, &t, &err) != QL_OK)
-            die("sensitivity", &err);
-        double s = now() - t0, cs = cpu_now() - c0;
-        if (s < best) {
-            best = s;
-            *cpu = cs;
-        }
-        ql_sens_table_free(*keep);
-        *keep = t;
+    ql_sens_table *t = NULL;
+    double t0 = now(), c0 = cpu_now();
+    if (ql_sensitivity(m, q, c, d, NULL, o, &t, &err) != QL_OK)
+        die("sensitivity", &err);
+    double s = now() - t0, cs = cpu_now() - c0;
+    if (!(s >= *best)) {
+        *best = s;
+        *cpu = cs;
     }
-    return best;
+    ql_sens_table_free(*keep);
+    *keep = t;
 }
 
 int main(int argc, char **argv)
@@ -133,32 +129,39 @@ int main(int argc, char **argv)
     printf("%-22s %-7s %7s %6s %7s %10s %10s %7s %9s %9s %9s %9s\n", "model", "mode", "samples",
            "layers", "threads", "naive_s", "incr_s", "ratio", "speedup", "identical", "naive_cpu",
            "incr_cpu");
-    double inc1 = 0;
-    int fails = 0;
-    for (const char *p = threads_s; *p;) {
-        int t = atoi(p);
-        ql_sens_table *ti = NULL, *tb = NULL;
-        ql_sens_opts o = {.mode = mode, .n_threads = t, .batch = batch};
-        double si = NAN, sb = NAN, ci = NAN, cb = NAN;
-        if (do_incr)
-            si = timed(m, q, c, d, &o, (int)repeat, &ti, &ci);
-        o.brute_force = true;
-        if (do_naive)
-            sb = timed(m, q, c, d, &o, (int)repeat, &tb, &cb);
-        if (!inc1)
-            inc1 = si;
-        bool ok = ti && tb && same(ti, tb);
-        fails += ti && tb && !ok;
-        printf("%-22s %-7s %7lld %6d %7d %10.3f %10.3f %7.3f %8.2fx %9s %9.3f %9.3f\n", base,
-               ql_sens_mode_name(mode), (long long)d->n, ti ? ti->n : tb->n, t, sb, si, si / sb,
-               inc1 / si, !ti || !tb ? "-" : ok ? "yes" : "NO", cb, ci);
-        fflush(stdout);
-        ql_sens_table_free(ti);
-        ql_sens_table_free(tb);
-        p = strchr(p, ',');
-        if (!p)
+    /* the thread counts take turns, repeat by repeat, so that a slow
+     * stretch of a shared host weighs on every row alike */
+    enum { MAXT = 16 };
+    int ts[MAXT], nt = 0;
+    for (const char *p = threads_s; *p && nt < MAXT;) {
+        ts[nt++] = atoi(p);
+        if (!(p = strchr(p, ',')))
             break;
         p++;
+    }
+    ql_sens_table *ti[MAXT] = {0}, *tb[MAXT] = {0};
+    double si[MAXT], sb[MAXT], ci[MAXT], cb[MAXT];
+    for (int k = 0; k < nt; k++)
+        si[k] = sb[k] = ci[k] = cb[k] = NAN;
+    for (long r = 0; r < repeat; r++)
+        for (int k = 0; k < nt; k++) {
+            ql_sens_opts o = {.mode = mode, .n_threads = ts[k], .batch = batch};
+            if (do_incr)
+                timed(m, q, c, d, &o, &ti[k], &si[k], &ci[k]);
+            o.brute_force = true;
+            if (do_naive)
+                timed(m, q, c, d, &o, &tb[k], &sb[k], &cb[k]);
+        }
+    int fails = 0;
+    for (int k = 0; k < nt; k++) {
+        bool ok = ti[k] && tb[k] && same(ti[k], tb[k]);
+        fails += ti[k] && tb[k] && !ok;
+        printf("%-22s %-7s %7lld %6d %7d %10.3f %10.3f %7.3f %8.2fx %9s %9.3f %9.3f\n", base,
+               ql_sens_mode_name(mode), (long long)d->n, ti[k] ? ti[k]->n : tb[k]->n, ts[k],
+               sb[k], si[k], si[k] / sb[k], si[0] / si[k],
+               !ti[k] || !tb[k] ? "-" : ok ? "yes" : "NO", cb[k], ci[k]);
+        ql_sens_table_free(ti[k]);
+        ql_sens_table_free(tb[k]);
     }
     ql_calib_stats_free(stats);
     ql_qconfig_free(c);
