@@ -20,6 +20,18 @@
  * most values are exactly zero, and that one spike would otherwise dominate
  * both distributions and drive the threshold towards zero.
  *
+ * Candidates that would cut off more than `max_clip` of the values
+ * (default 1 %) are not considered: T minimises KL among those that keep at
+ * least 99 %. The method assumes that what it clips is a thin tail of
+ * outliers, and on most tensors it clips far less (0.001-0.1 %). Where a
+ * tensor has spikes in the bulk (the first ReLU of an image model: each
+ * channel's output over a uniform background is one value), spreading each
+ * spike's mass over its level's bins costs about its mass * log(bins per
+ * level) whatever T is; that cost grows with T and can outweigh clipping
+ * whole modes of the data (on the shipped example: 9 % of the values, top-1
+ * 0.883 against 0.937 in float). max_clip = 1 gives the unconstrained
+ * choice.
+ *
  * KL is evaluated in O(levels) per candidate from prefix sums: inside group
  * g, Q is constant, so sum P log Q = (mass of g) * log(G_g / n_g). */
 #include <math.h>
@@ -29,6 +41,11 @@
 #include "qlens-plugin.h"
 
 #define KL_MAX_BINS 2048
+
+static const qlp_param_def kl_params[] = {
+    {"max_clip", QLP_PARAM_FLOAT, 0.01, 0, 1,
+     "largest fraction of the values the threshold may cut off"},
+};
 
 /* Prefix sums of one side: S (counts), CL (c log c), NZ (non-empty bins). */
 typedef struct side {
@@ -89,7 +106,9 @@ static qlp_result kl_act(const qlp_params *p, const qlp_hist *h, const qlp_forma
     qlp_result r = QLP_OK;
     uint64_t *pos = NULL, *neg = NULL;
     side sd[2] = {{0}};
-    (void)p;
+    double max_clip = p && p->n >= 1 ? p->v[0] : kl_params[0].dflt;
+    if (!(max_clip >= 0 && max_clip <= 1))
+        return hu_fail(err, errlen, "max_clip = %g is outside [0, 1]", max_clip);
     if (hu_check(h, err, errlen) != QLP_OK)
         return QLP_ERROR;
     if (fmt->bits < 2 || fmt->bits > 30)
@@ -102,6 +121,9 @@ static qlp_result kl_act(const qlp_params *p, const qlp_hist *h, const qlp_forma
     pos = hu_split_signed(h, KL_MAX_BINS, &neg, &nb, &w);
     if (!pos)
         return hu_fail(err, errlen, "out of memory");
+    double total = 0; /* every value, zeros included */
+    for (int j = 0; j < nb; j++)
+        total += (double)pos[j] + (double)neg[j];
     if (nb > 1)
         pos[0] = pos[1]; /* the bin holding zero */
     /* a side's levels: half the grid when the format must cover both signs */
@@ -129,7 +151,11 @@ static qlp_result kl_act(const qlp_params *p, const qlp_hist *h, const qlp_forma
     double best = INFINITY;
     int best_i = nb;
     for (int i = levels; i <= nb; i++) {
-        double plogp = 0, plogq = 0, inside = 0;
+        double plogp = 0, plogq = 0, inside = 0, clipped = 0;
+        for (int k = 0; k < ns; k++)
+            clipped += sd[k].S[nb] - sd[k].S[i];
+        if (clipped > max_clip * total)
+            continue;
         int inf = 0;
         for (int k = 0; k < ns && !inf; k++) {
             inf = side_terms(&sd[k], nb, i, levels, &plogp, &plogq) != 0;
@@ -162,8 +188,8 @@ static const qlp_plugin kl_plugin = {
     .name = "kl",
     .summary = "entropy calibration: the clip +-T minimising KL divergence (TensorRT)",
     .kinds = QLP_KIND_ACTIVATION,
-    .n_params = 0,
-    .params = NULL,
+    .n_params = 1,
+    .params = kl_params,
     .act_range = kl_act,
 };
 

@@ -68,10 +68,12 @@ typedef enum {
     D_ZERO,
     D_CONST,
     D_IMAGE,
+    D_SPIKES,
     D_COUNT
 } dkind;
-static const char *const dnames[D_COUNT] = {"gauss", "laplace", "outliers", "relu",
-                                            "abs-laplace", "zero", "constant", "image"};
+static const char *const dnames[D_COUNT] = {"gauss",    "laplace",  "outliers", "relu",
+                                            "abs-laplace", "zero", "constant", "image",
+                                            "spikes"};
 
 static double unif01(tu_rng *r)
 {
@@ -98,6 +100,16 @@ static float *make_data(dkind k, int64_t n, uint64_t seed)
              * negative value), the rest discrete levels up to 255 */
             double px = unif01(&r) < 0.6 ? 0 : floor(1 + 254.99 * pow(unif01(&r), 0.7));
             x[i] = (float)((px / 255 - 0.286) / 0.353);
+            break;
+        }
+        case D_SPIKES: {
+            /* the first ReLU of an image model: half zeros, 40% on the 16
+             * values the channels give a uniform background, the rest a
+             * tail up to about 2.5 */
+            double v = unif01(&r);
+            x[i] = v < 0.5   ? 0.0f
+                   : v < 0.9 ? (float)(0.02 + 0.016 * (double)(i % 16))
+                             : (float)(0.6 * fabs(g));
             break;
         }
         default: break;
@@ -360,7 +372,9 @@ static double ref_kl_at(double *const side[2], int nb, int i, int levels)
     return kl;
 }
 
-static double ref_kl(const float *x, int64_t n, int levels)
+/* The threshold; candidates that cut off more than max_clip of the n
+ * values (those in the bins from i on, on either side) are skipped. */
+static double ref_kl(const float *x, int64_t n, int levels, double max_clip)
 {
     double *pos = malloc(2048 * sizeof *pos), *neg = malloc(2048 * sizeof *neg), w;
     int nb = ref_signed_hist(x, n, pos, neg, &w);
@@ -370,6 +384,11 @@ static double ref_kl(const float *x, int64_t n, int levels)
     double best = INFINITY;
     int best_i = nb;
     for (int i = levels; i < nb + 1 && levels < nb; i++) {
+        double cut = 0;
+        for (int j = i; j < nb; j++)
+            cut += pos[j] + neg[j];
+        if (cut > max_clip * (double)n)
+            continue;
         double kl = ref_kl_at((double *[2]){pos, neg}, nb, i, levels);
         if (kl < best) {
             best = kl;
@@ -385,38 +404,64 @@ static void test_kl(void **state)
 {
     const qlp_plugin *p = load("kl");
     char err[256] = "";
+    /* max_clip: the default (no parameters), none, and a tight cap */
+    static const double caps[] = {0.01, 1, 0.001};
     for (int k = 0; k < D_COUNT; k++) {
         float *x = make_data(k, N_VALUES, 300 + k);
         stats s;
         make_stats(&s, x, N_VALUES);
         double pos[2048], neg[2048], w;
         ref_signed_hist(x, N_VALUES, pos, neg, &w);
-        for (int f = 0; f < 2; f++) {
-            const qlp_format *fmt = f ? &UINT8_ASYM : &INT8_SYM;
-            if (f && s.h.min < 0)
-                continue;
-            double lo, hi;
-            struct timespec t0;
-            clock_gettime(CLOCK_MONOTONIC, &t0);
-            assert_int_equal(p->act_range(NULL, &s.q, fmt, &lo, &hi, err, sizeof err), QLP_OK);
-            double ms = ms_since(&t0);
-            double ref = ref_kl(x, N_VALUES, f ? 256 : 128), t = thr(lo, hi);
-            printf("kl %-11s %s: t = %.6g, reference %.6g (bin %.3g), %.2f ms\n", dnames[k],
-                   f ? "uint8" : "int8 ", t, ref, w, ms);
-            if (!(fabs(t - ref) <= w * (1 + 1e-9)))
-                fail_msg("kl %s: t = %.9g, reference %.9g, bin %.3g", dnames[k], t, ref, w);
-            /* the background spike at -0.81 must not set the clip of the
-             * positive side (up to 2.02): folded into |x|, it would */
-            if (k == D_IMAGE && !(t > 1.2))
-                fail_msg("kl image: t = %.9g clips the positive side at the background", t);
-        }
+        for (int c = 0; c < 3; c++)
+            for (int f = 0; f < 2; f++) {
+                const qlp_format *fmt = f ? &UINT8_ASYM : &INT8_SYM;
+                if (f && s.h.min < 0)
+                    continue;
+                qlp_params par = {1, &caps[c]};
+                double lo, hi;
+                struct timespec t0;
+                clock_gettime(CLOCK_MONOTONIC, &t0);
+                assert_int_equal(p->act_range(c ? &par : NULL, &s.q, fmt, &lo, &hi, err, sizeof err),
+                                 QLP_OK);
+                double ms = ms_since(&t0);
+                double ref = ref_kl(x, N_VALUES, f ? 256 : 128, caps[c]), t = thr(lo, hi);
+                int64_t cut = 0;
+                for (int64_t i = 0; i < N_VALUES; i++)
+                    cut += fabs(x[i]) > t;
+                printf("kl %-11s %s max_clip %-5g: t = %.6g, reference %.6g (bin %.3g), "
+                       "clips %.3g%%, %.2f ms\n",
+                       dnames[k], f ? "uint8" : "int8 ", caps[c], t, ref, w,
+                       100.0 * (double)cut / N_VALUES, ms);
+                if (!(fabs(t - ref) <= w * (1 + 1e-9)))
+                    fail_msg("kl %s max_clip %g: t = %.9g, reference %.9g, bin %.3g", dnames[k],
+                             caps[c], t, ref, w);
+                if ((double)cut > caps[c] * N_VALUES)
+                    fail_msg("kl %s: t = %.9g clips %lld values, more than max_clip %g", dnames[k],
+                             t, (long long)cut, caps[c]);
+                /* the background spike at -0.81 must not set the clip of the
+                 * positive side (up to 2.02): folded into |x|, it would */
+                if (k == D_IMAGE && !(t > 1.2))
+                    fail_msg("kl image: t = %.9g clips the positive side at the background", t);
+                /* the spikes drive the unconstrained choice into the bulk,
+                 * which is what the default cap is for */
+                if (k == D_SPIKES && caps[c] == 1 && !((double)cut > 0.01 * N_VALUES))
+                    fail_msg("kl spikes unconstrained: t = %.9g clips only %lld values", t,
+                             (long long)cut);
+            }
         free(x);
         ql_hist_clear(&s.h);
     }
     qlp_hist empty = {INFINITY, -INFINITY, 0, 0, 0, 0, NULL};
-    double lo, hi;
+    double lo, hi, bad = 1.5;
     assert_int_equal(p->act_range(NULL, &empty, &INT8_SYM, &lo, &hi, err, sizeof err), QLP_ERROR);
     assert_non_null(strstr(err, "no statistics"));
+    float one = 1;
+    stats s1;
+    make_stats(&s1, &one, 1);
+    qlp_params par = {1, &bad};
+    assert_int_equal(p->act_range(&par, &s1.q, &INT8_SYM, &lo, &hi, err, sizeof err), QLP_ERROR);
+    assert_non_null(strstr(err, "max_clip = 1.5"));
+    ql_hist_clear(&s1.h);
 }
 
 /* ---------------------------------------------------------------------------
