@@ -11,7 +11,7 @@
  * back to OW - 8 (it recomputes a few outputs, with the same bits, instead
  * of masking). Rows shorter than 8 (late, small layers) use the transposed
  * tile instead: 16 output channels (two vectors) x 6 output pixels, the
- * input broadcast, stored through a small buffer. Every output is bias +
+ * input broadcast, transposed in registers to be stored. Every output is bias +
  * its k terms in order, then the fused residual add, then the clamp,
  * whatever the band split or thread count. */
 #include <string.h>
@@ -116,13 +116,64 @@ static const dc_fn dc_table[2][DC_MAX_MB + 1][DC_MAX_NB + 1] = {
 };
 
 /* The transposed tile: CV_P pixels (plane offsets pix[p]) x 16 channels;
- * weights wp[k*16 + l], bias16 has 16 entries. Writes the raw sums to
- * tile[p*16 + l]. */
+ * weights wp[k*16 + l], bias16 has 16 entries. The epilogue transposes
+ * the sums to per-channel rows of pixels in registers and finishes them
+ * as vectors: output channel l's np pixels go to y + l*ystride (+ add at
+ * the same offsets, then the clamp), for the mn channels that exist. With
+ * wide, np = CV_P and no add, whole vectors are stored: the two extra
+ * pixels are overwritten by the next tile (the caller's promise that it
+ * holds them). */
 #define CV_P 6
 #define CV_M 16
+
+/* the 8x8 transpose: r[i] element c -> r[c] element i */
+QL_INLINE void cv_transpose8(ql_v8 r[8])
+{
+    static const ql_v8i lo = {0, 8, 1, 9, 4, 12, 5, 13}, hi = {2, 10, 3, 11, 6, 14, 7, 15};
+    static const ql_v8i s44 = {0, 1, 8, 9, 4, 5, 12, 13}, sEE = {2, 3, 10, 11, 6, 7, 14, 15};
+    static const ql_v8i p20 = {0, 1, 2, 3, 8, 9, 10, 11}, p31 = {4, 5, 6, 7, 12, 13, 14, 15};
+    ql_v8 t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = __builtin_shuffle(r[i], r[i + 1], lo);
+        t[i + 1] = __builtin_shuffle(r[i], r[i + 1], hi);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = __builtin_shuffle(t[i], t[i + 2], s44);
+        u[i + 1] = __builtin_shuffle(t[i], t[i + 2], sEE);
+        u[i + 2] = __builtin_shuffle(t[i + 1], t[i + 3], s44);
+        u[i + 3] = __builtin_shuffle(t[i + 1], t[i + 3], sEE);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = __builtin_shuffle(u[i], u[i + 4], p20);
+        r[i + 4] = __builtin_shuffle(u[i], u[i + 4], p31);
+    }
+}
+
+/* n (< 8) floats in and out of a vector, without library calls */
+QL_INLINE void cv_add_n(ql_v8 *v, const float *s, int64_t n)
+{
+    float t[8] = {0};
+    for (int64_t i = 0; i < n; i++) {
+        __asm__("" : "+r"(i));
+        t[i] = s[i];
+    }
+    *v += QL_LD8(t);
+}
+
+QL_INLINE void cv_store_n(float *d, ql_v8 v, int64_t n)
+{
+    float t[8];
+    QL_ST8(t, v);
+    for (int64_t i = 0; i < n; i++) {
+        __asm__("" : "+r"(i));
+        d[i] = t[i];
+    }
+}
+
 QL_INLINE void cv_body(int64_t K, const float *restrict wp, const float *restrict src,
-                       const int64_t *restrict koff, const int64_t *pix, float *restrict tile,
-                       const float *bias16)
+                       const int64_t *restrict koff, const int64_t *pix, const float *bias16,
+                       float *y, int64_t ystride, const float *add, int64_t mn, int64_t np,
+                       int wide, ql_act act)
 {
     ql_v8 acc[CV_P][2];
     const float *sp[CV_P];
@@ -141,23 +192,37 @@ QL_INLINE void cv_body(int64_t K, const float *restrict wp, const float *restric
         }
         wp += CV_M;
     }
+    ql_v8 lo = QL_V8(act.lo), hi = QL_V8(act.hi);
+    for (int h = 0; h < 2; h++) {
+        ql_v8 r[8];
 #pragma GCC unroll 8
-    for (int p = 0; p < CV_P; p++)
-        QL_ST8(tile + p * CV_M, acc[p][0]), QL_ST8(tile + p * CV_M + 8, acc[p][1]);
+        for (int p = 0; p < 8; p++)
+            r[p] = acc[p < CV_P ? p : CV_P - 1][h];
+        cv_transpose8(r);
+        for (int c = 0; c < 8 && 8 * h + c < mn; c++) {
+            int64_t off = (8 * h + c) * ystride;
+            ql_v8 v = r[c];
+            if (add)
+                cv_add_n(&v, add + off, np);
+            if (act.on)
+                v = QL_V8_CLAMP(v, lo, hi);
+            if (wide)
+                QL_ST8(y + off, v);
+            else
+                cv_store_n(y + off, v, np);
+        }
+    }
 }
 
-QL_TARGET_FAST static void cv_fast(int64_t K, const float *wp, const float *src,
-                                   const int64_t *koff, const int64_t *pix, float *tile,
-                                   const float *bias16)
-{
-    cv_body(K, wp, src, koff, pix, tile, bias16);
-}
+#define CV_ARGS                                                                         \
+    int64_t K, const float *wp, const float *src, const int64_t *koff, const int64_t *pix, \
+        const float *bias16, float *y, int64_t ystride, const float *add, int64_t mn,     \
+        int64_t np, int wide, ql_act act
+#define CV_PASS K, wp, src, koff, pix, bias16, y, ystride, add, mn, np, wide, act
 
-static void cv_port(int64_t K, const float *wp, const float *src, const int64_t *koff,
-                    const int64_t *pix, float *tile, const float *bias16)
-{
-    cv_body(K, wp, src, koff, pix, tile, bias16);
-}
+QL_TARGET_FAST static void cv_fast(CV_ARGS) { cv_body(CV_PASS); }
+
+static void cv_port(CV_ARGS) { cv_body(CV_PASS); }
 
 /* Estimated cycles of one k step of an mb x nb tile: FMAs on two pipes,
  * at least the FMA latency (4) per step, loads on two ports. */
@@ -238,6 +303,9 @@ typedef struct dc_job {
     const int64_t *koff;
     ql_phase ph;
     int64_t K, band, nbands, lrows, chan_stride;
+    int rows;          /* input as padded image rows (stride 1, or transposed tiles,
+                        * which read any pixel), else as phase planes */
+    int64_t wq;        /* floats per row of that layout */
     int mb;            /* rows per tile (the last tile may have fewer) */
     int64_t nchunks, col0[DC_MAX_CHUNKS], nbv[DC_MAX_CHUNKS], last[DC_MAX_CHUNKS];
     float *scratch;
@@ -252,7 +320,7 @@ static void dc_band_rows(const dc_job *j, const float *pl, int64_t img, int64_t 
     const ql_dconv *d = &j->d;
     int64_t OHW = d->oh * d->ow;
     for (int64_t oh = o0; oh < o1; oh++) {
-        const float *row = pl + (oh - o0) * j->ph.wq;
+        const float *row = pl + (oh - o0) * j->wq;
         int64_t yrow = img * d->M * OHW + oh * d->ow;
         for (int64_t ci = 0; ci < j->nchunks; ci++) {
             int nb = (int)j->nbv[ci];
@@ -270,10 +338,8 @@ static void dc_band_rows(const dc_job *j, const float *pl, int64_t img, int64_t 
 }
 
 /* The same band in transposed tiles of 6 pixels x 16 channels; a last
- * short tile repeats its last pixel. The epilogue is scalar, the same
- * operations as the vector one. */
-static void dc_band_cv(const dc_job *j, const float *pl, float *tile, int64_t img, int64_t o0,
-                       int64_t o1)
+ * short tile repeats its last pixel and stores only its own. */
+static void dc_band_cv(const dc_job *j, const float *pl, int64_t img, int64_t o0, int64_t o1)
 {
     const ql_dconv *d = &j->d;
     int64_t OW = d->ow, OHW = d->oh * OW, npix = (o1 - o0) * OW;
@@ -281,27 +347,17 @@ static void dc_band_cv(const dc_job *j, const float *pl, float *tile, int64_t im
         int64_t pix[CV_P], np = npix - p0 < CV_P ? npix - p0 : CV_P;
         for (int p = 0; p < CV_P; p++) {
             int64_t q = p0 + (p < np ? p : np - 1);
-            pix[p] = q / OW * j->ph.wq + q % OW;
+            pix[p] = q / OW * d->sh * j->wq + q % OW * d->sw;
         }
+        /* whole vectors when the next tile of this band rewrites the two
+         * pixels past this one (and no add is read from them) */
+        int wide = !j->add && p0 + 8 <= npix;
         int64_t ybase = img * d->M * OHW + o0 * OW + p0;
         for (int64_t m0 = 0; m0 < d->M; m0 += CV_M) {
-            (j->fast ? cv_fast : cv_port)(j->K, j->wp + m0 * j->K, pl, j->koff, pix, tile,
-                                          j->bias16 + m0);
-            int64_t mn = d->M - m0 < CV_M ? d->M - m0 : CV_M;
-            for (int64_t l = 0; l < mn; l++) {
-                float *yo = j->y + ybase + (m0 + l) * OHW;
-                const float *ao = j->add ? j->add + ybase + (m0 + l) * OHW : NULL;
-                for (int64_t p = 0; p < np; p++) {
-                    float v = tile[p * CV_M + l];
-                    if (ao)
-                        v += ao[p];
-                    if (j->act.on) {
-                        v = v < j->act.lo ? j->act.lo : v; /* NaN passes through */
-                        v = v > j->act.hi ? j->act.hi : v;
-                    }
-                    yo[p] = v;
-                }
-            }
+            int64_t mn = d->M - m0 < CV_M ? d->M - m0 : CV_M, yo = ybase + m0 * OHW;
+            (j->fast ? cv_fast : cv_port)(j->K, j->wp + m0 * j->K, pl, j->koff, pix,
+                                          j->bias16 + m0, j->y + yo, OHW,
+                                          j->add ? j->add + yo : NULL, mn, np, wide, j->act);
         }
     }
 }
@@ -357,29 +413,28 @@ static void dc_rows_s1_port(const float *x, int64_t C, int64_t ih, int64_t iw, i
     dc_rows_s1_body(x, C, ih, iw, ph, pw, wq, i0, nrows, chan_stride, pl);
 }
 
-/* Tasks are (image, band of output rows): build the band's plane rows
+/* Tasks are (image, band of output rows): build the band's input rows
  * (all input channels) in this thread's buffer, then compute the band. */
 static void dc_tasks(void *arg, int64_t begin, int64_t end, int tid)
 {
     const dc_job *j = arg;
     const ql_dconv *d = &j->d;
     float *pl = j->scratch + (int64_t)tid * j->per_thread;
-    float *tile = pl + j->per_thread - CV_P * CV_M;
     int64_t in_sz = d->ih * d->iw;
     for (int64_t t = begin; t < end; t++) {
         int64_t img = t / j->nbands, o0 = t % j->nbands * j->band;
         int64_t o1 = o0 + j->band < d->oh ? o0 + j->band : d->oh;
         const float *xi = j->x + img * d->C * in_sz;
-        if (d->sh == 1 && d->sw == 1)
+        if (j->rows)
             (j->fast ? dc_rows_s1_fast : dc_rows_s1_port)(xi, d->C, d->ih, d->iw, d->ph, d->pw,
-                                                          j->ph.wq, o0, j->lrows,
+                                                          j->wq, o0 * d->sh, j->lrows,
                                                           j->chan_stride, pl);
         else
             for (int64_t c = 0; c < d->C; c++)
                 ql_phase_rows(&j->ph, xi + c * in_sz, 0.0f, pl + c * j->chan_stride, o0,
                               j->lrows);
         if (j->cv)
-            dc_band_cv(j, pl, tile, img, o0, o1);
+            dc_band_cv(j, pl, img, o0, o1);
         else
             dc_band_rows(j, pl, img, o0, o1);
     }
@@ -417,8 +472,12 @@ ql_status ql_conv_direct(const ql_dconv *d, const float *x, const float *w, cons
 
     /* bands of output rows: plane rows of one band stay in L2, and small
      * batches are cut into enough tasks to share out */
+    /* the input of a band: padded image rows (each output row reads sh
+     * of them, plus the kernel's overhang), or phase planes */
+    j.rows = j.cv || (d->sh == 1 && d->sw == 1);
+    j.wq = j.rows ? (d->ow - 1) * d->sw + (d->kw - 1) * d->dw + 1 : j.ph.wq;
     int64_t halo = (eh - 1) / d->sh;
-    int64_t row_bytes = d->C * d->sh * d->sw * j.ph.wq * (int64_t)sizeof(float);
+    int64_t row_bytes = d->C * d->sh * (j.rows ? 1 : d->sw) * j.wq * (int64_t)sizeof(float);
     int64_t fit = DC_PLANE_BYTES / row_bytes - halo;
     int64_t nbands = fit >= 1 ? (d->oh + fit - 1) / fit : d->oh;
     int64_t want = threads > 1 && d->N < 2 * threads ? (2 * threads + d->N - 1) / d->N : 1;
@@ -430,11 +489,11 @@ ql_status ql_conv_direct(const ql_dconv *d, const float *x, const float *w, cons
         if (nbands >= d->oh || d->N >= 2 * threads || d->N * j.nbands % threads == 0)
             break;
     }
-    j.lrows = j.band + halo;
-    j.chan_stride = d->sh * d->sw * j.lrows * j.ph.wq;
-    j.per_thread = (int64_t)dc_align16(d->C * j.chan_stride) + CV_P * CV_M;
+    j.lrows = j.rows ? (j.band - 1) * d->sh + eh : j.band + halo;
+    j.chan_stride = j.rows ? j.lrows * j.wq : d->sh * d->sw * j.lrows * j.ph.wq;
+    j.per_thread = (int64_t)dc_align16(d->C * j.chan_stride);
 
-    /* scratch: [packed weights][bias16][koff][per-thread planes, tile] */
+    /* scratch: [packed weights][bias16][koff][per-thread planes] */
     size_t w_floats = dc_align16(mpad * K) + dc_align16(mpad), k_floats = dc_align16(2 * K);
     size_t total = w_floats + k_floats + (size_t)j.per_thread * (size_t)threads;
     float *sc = ql_ctx_scratch(ctx, total * sizeof(float));
@@ -457,7 +516,9 @@ ql_status ql_conv_direct(const ql_dconv *d, const float *x, const float *w, cons
     for (int64_t c = 0; c < d->C; c++)
         for (int64_t r = 0; r < kvol; r++)
             koff[c * kvol + r] =
-                c * j.chan_stride + ql_phase_off(&lay, r / d->kw * d->dh, r % d->kw * d->dw);
+                c * j.chan_stride + (j.rows ? r / d->kw * d->dh * j.wq + r % d->kw * d->dw
+                                            : ql_phase_off(&lay, r / d->kw * d->dh,
+                                                           r % d->kw * d->dw));
     j.koff = koff;
     j.wp = packed ? packed : wp;
     j.scratch = sc + w_floats + k_floats;
