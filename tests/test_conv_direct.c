@@ -179,6 +179,11 @@ static void test_direct_shapes(void **state)
         {1, 7, 33, 9, 7, 3, 2, 2, 1, 2, 3, 1, 2, 1, 0, 0, 0, 0, 0, 0},
         {4, 3, 1, 5, 3, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0},
         {2, 6, 9, 1, 9, 1, 3, 1, 2, 1, 1, 0, 1, 0, 1, 1, 0, 0, 0, 0},
+        /* strided 1x1 kernels on short rows (the example's shortcuts), odd
+         * extents, a stride of 3 */
+        {3, 16, 32, 14, 14, 1, 1, 2, 2, 1, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0},
+        {2, 32, 64, 7, 7, 1, 1, 2, 2, 1, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0},
+        {2, 5, 19, 11, 13, 1, 1, 3, 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         print_message("direct case %zu\n", i);
@@ -202,6 +207,8 @@ static void test_direct_fused(void **state)
         {3, 32, 32, 7, 7, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, INFINITY},
         {2, 5, 17, 6, 5, 3, 3, 1, 1, 1, 1, 0, 1, 2, 1, 0, 1, 0, 0, 0},
         {2, 9, 20, 7, 6, 3, 3, 2, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, -0.5f, 0.25f},
+        /* a strided 1x1 shortcut with the block's add and Relu */
+        {3, 16, 32, 14, 14, 1, 1, 2, 2, 1, 1, 0, 0, 0, 0, 1, 1, 1, 0, INFINITY},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         print_message("fused case %zu\n", i);
@@ -227,10 +234,15 @@ static void test_direct_declines(void **state)
     assert_true(ql_conv_direct_fits(&d));
     d.M = 65;
     assert_false(ql_conv_direct_fits(&d));
-    /* 1x1 kernels, strided or not */
+    /* 1x1 kernels: not at stride 1, nor strided with rows of 8 or more;
+     * strided with short rows they are taken (no phase planes to build) */
     d = ok, d.kh = d.kw = 1, d.ph = d.pw = 0;
     assert_false(ql_conv_direct_fits(&d));
     d.sh = d.sw = 2, d.oh = d.ow = 14;
+    assert_false(ql_conv_direct_fits(&d));
+    d.ih = d.iw = 14, d.oh = d.ow = 7;
+    assert_true(ql_conv_direct_fits(&d));
+    d.sh = d.sw = 1, d.ih = d.iw = 7;
     assert_false(ql_conv_direct_fits(&d));
     /* outputs past the streaming threshold go to the GEMM path's
      * non-temporal stores */
