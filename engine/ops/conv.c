@@ -113,8 +113,11 @@ QL_INLINE void phase_build_body(const ql_phase *p, const float *x, float fill, f
     }
     /* stride 2 with the whole row inside the planes: one pass splits it */
     int split2 = p->sw == 2 && (p->w + p->pw + 1) / 2 <= p->wq;
-    for (int64_t a = 0; a < p->sh; a++)
-        for (int64_t i = i0; i < i0 + nrows; i++) {
+    /* image rows in order (plane row i of phase a reads row i*sh + a):
+     * a pass per phase would read every sh-th row and leave the
+     * prefetchers a strided pattern */
+    for (int64_t i = i0; i < i0 + nrows; i++)
+        for (int64_t a = 0; a < p->sh; a++) {
             int64_t ih = i * p->sh + a - p->ph;
             int inside = ih >= 0 && ih < p->h;
             const float *row = inside ? x + ih * p->w : x;
