@@ -16,7 +16,9 @@
  * Tasks are (image, group, column block, row range); any split gives the
  * same bits, since every output is a sum over k in order.
  * Depthwise convolutions use a direct kernel over phase planes, and so do
- * group-1 convolutions of at most 64 channels (ops/conv_direct.c).
+ * group-1 convolutions of at most 64 channels (ops/conv_direct.c); those of
+ * small images go 8 channels at a time through a pixels x channels buffer
+ * (ops/conv_dw8.c), with the same bits.
  * ConvTranspose is BLAS sgemm (W^T x) followed by a col2im scatter-add,
  * one task per (image, group). */
 #include <cblas.h>
@@ -1069,10 +1071,13 @@ static ql_status conv_run(const ql_node *n, const ql_tensor *const *in, ql_tenso
     geom_fill(&g, &w, x->dims[0], x->dims[1], M, ql_attr_int(n, "group", 1));
     if (g.N == 0 || g.M == 0 || g.out_sz == 0)
         return QL_OK;
+    ql_dconv dc = direct_geom(&g);
+    if (is_depthwise(&g) && ql_conv_dw8_fits(&dc))
+        return ql_conv_dw8(&dc, x->data, wt->data, b ? b->data : NULL, ctx->post_add,
+                           out[0]->data, &act, ctx, err);
     if (is_depthwise(&g))
         return conv_depthwise(&g, x->data, wt->data, b ? b->data : NULL, ctx->post_add,
                               out[0]->data, &act, ctx, err);
-    ql_dconv dc = direct_geom(&g);
     if (g.G == 1 && g.nsp <= 2 && ql_conv_direct_fits(&dc)) {
         /* the packing made at prepare time only for the weights it came from */
         const conv_state *s = n->state;

@@ -202,4 +202,21 @@ ql_status ql_conv_direct(const ql_dconv *d, const float *x, const float *w, cons
                          const float *bias, const float *add, float *y, const ql_act *act,
                          ql_exec_ctx *ctx, ql_error *err);
 
+/* ---------------------------------------------------------------------------
+ * Depthwise convolution of small images in blocks of 8 channels
+ * (ops/conv_dw8.c): C == M (one output channel per input channel), 1-D or
+ * 2-D; the same bits as the planar depthwise path in ops/conv.c.
+ * ------------------------------------------------------------------------- */
+/* Output pixels up to which it beats the planar path (measured on
+ * MobileNetV2's layers): strided, whose planes need rows de-interleaved,
+ * and stride 1. */
+#define QL_DW8_MAX_OUT 784
+#define QL_DW8_MAX_OUT_S1 256
+int ql_conv_dw8_fits(const ql_dconv *d);
+/* y = depthwise conv(x, w) + bias, + add, clamp (as ql_conv_direct); w is
+ * [C][kh][kw]. */
+ql_status ql_conv_dw8(const ql_dconv *d, const float *x, const float *w, const float *bias,
+                      const float *add, float *y, const ql_act *act, ql_exec_ctx *ctx,
+                      ql_error *err);
+
 #endif
