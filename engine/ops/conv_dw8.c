@@ -16,8 +16,6 @@
  * the padding's zeros included, then the fused residual add, then the
  * clamp: the same operations, in the same order, as the planar path, so
  * the two give the same bits. */
-#include <string.h>
-
 #include "kernels.h"
 
 #define DW8_BUF_FLOATS ((int64_t)48 << 10) /* padded input of one task: 192 KiB */
@@ -58,21 +56,22 @@ QL_INLINE void dw8_transpose(ql_v8 r[8])
     }
 }
 
-/* The task's 8 channels of image rows into buf[(r * wp + j) * 8 + c], r
- * and j padded coordinates; channel c's image row ih starts at src[c] +
- * ih * rs[c] (a missing channel: a row of zeros, rs 0). */
-QL_INLINE void dw8_fill(const dw8_job *j, const float *const src[8], const int64_t rs[8],
-                        float *buf)
+/* The task's 8 channels (nc of them real, zeros for the rest) into
+ * buf[(r * wp + j) * 8 + c], r and j padded coordinates; src[c] is
+ * channel c's image. The image goes 8 pixels at a time in its own order
+ * (rows of any width, and no read past a channel's pixels; a last block
+ * overlaps the one before), each block transposed in registers. */
+QL_INLINE void dw8_fill(const dw8_job *j, const float *const src[8], int64_t nc, float *buf)
 {
     const ql_dconv *d = &j->d;
     int64_t wp = j->wp, iw = d->iw;
-    /* the image's columns land at padded columns [pw, pw + iw), clipped
-     * to the buffer */
+    /* image rows [0, rmax) and columns [0, c1) lie inside the buffer */
     int64_t c1 = d->pw + iw < wp ? iw : wp - d->pw;
+    int64_t rmax = d->ph + d->ih < j->hp ? d->ih : j->hp - d->ph;
     for (int64_t r = 0; r < j->hp; r++) {
         int64_t ih = r - d->ph;
         float *row = buf + r * wp * 8;
-        if (ih < 0 || ih >= d->ih || c1 <= 0) {
+        if (ih < 0 || ih >= rmax || c1 <= 0) {
             for (int64_t k = 0; k < wp; k++)
                 QL_ST8(row + 8 * k, QL_V8(0.0f));
             continue;
@@ -81,21 +80,36 @@ QL_INLINE void dw8_fill(const dw8_job *j, const float *const src[8], const int64
             QL_ST8(row + 8 * k, QL_V8(0.0f));
         for (int64_t k = d->pw + c1; k < wp; k++)
             QL_ST8(row + 8 * k, QL_V8(0.0f));
-        float *o = row + 8 * d->pw;
-        int64_t col = 0;
-        for (; col + 8 <= c1; col += 8) {
-            ql_v8 v[8];
+    }
+    if (rmax <= 0 || c1 <= 0)
+        return;
+    float *o = buf + (d->ph * wp + d->pw) * 8;
+    int64_t npix = rmax * iw;
+    if (npix < 8) {
+        for (int64_t q = 0; q < npix; q++)
+            if (q % iw < c1)
+                for (int c = 0; c < 8; c++)
+                    o[(q / iw * wp + q % iw) * 8 + c] = c < nc ? src[c][q] : 0.0f;
+        return;
+    }
+    for (int64_t f0 = 0; f0 < npix; f0 += 8) {
+        int64_t f = f0 + 8 <= npix ? f0 : npix - 8;
+        ql_v8 v[8];
 #pragma GCC unroll 8
-            for (int c = 0; c < 8; c++)
-                v[c] = QL_LD8(src[c] + ih * rs[c] + col);
-            dw8_transpose(v);
+        for (int c = 0; c < 8; c++)
+            if (c < nc)
+                v[c] = QL_LD8(src[c] + f);
+            else
+                v[c] = QL_V8(0.0f);
+        dw8_transpose(v);
+        int64_t row = f / iw, col = f % iw;
 #pragma GCC unroll 8
-            for (int k = 0; k < 8; k++)
-                QL_ST8(o + 8 * (col + k), v[k]);
+        for (int k = 0; k < 8; k++) {
+            if (col < c1)
+                QL_ST8(o + (row * wp + col) * 8, v[k]);
+            if (++col == iw)
+                col = 0, row++;
         }
-        for (; col < c1; col++)
-            for (int c = 0; c < 8; c++)
-                o[8 * col + c] = src[c][ih * rs[c] + col];
     }
 }
 
@@ -125,17 +139,12 @@ QL_INLINE void dw8_body(const dw8_job *j, int64_t img, int64_t c0, int64_t nc, f
 {
     const ql_dconv *d = &j->d;
     int64_t in_sz = d->ih * d->iw, OW = d->ow, OHW = d->oh * OW, ntaps = j->ntaps;
-    /* per thread: [padded input][weights, tap-major][a row of zeros] */
-    float *wv = buf + j->hp * j->wp * 8, *zrow = wv + 8 * ntaps;
+    /* per thread: [padded input][weights, tap-major] */
+    float *wv = buf + j->hp * j->wp * 8;
     const float *src[8];
-    int64_t rs[8];
-    for (int c = 0; c < 8; c++) {
-        src[c] = c < nc ? j->x + (img * d->C + c0 + c) * in_sz : zrow;
-        rs[c] = c < nc ? d->iw : 0;
-    }
-    if (nc < 8)
-        memset(zrow, 0, (size_t)d->iw * sizeof *zrow);
-    dw8_fill(j, src, rs, buf);
+    for (int c = 0; c < 8; c++)
+        src[c] = j->x + (img * d->C + c0 + (c < nc ? c : 0)) * in_sz;
+    dw8_fill(j, src, nc, buf);
 
     /* weights and bias of the 8 channels (zeros past nc) */
     float bias[8];
@@ -149,10 +158,13 @@ QL_INLINE void dw8_body(const dw8_job *j, int64_t img, int64_t c0, int64_t nc, f
     int clamp_here = j->act.on && !j->add;
     for (int64_t p0 = 0; p0 < OHW; p0 += 8) {
         int64_t np = OHW - p0 < 8 ? OHW - p0 : 8;
+        /* pixel p's window; past np, the last pixel's again */
         const float *pp[8];
+        int64_t oh = p0 / OW, ow = p0 % OW;
         for (int p = 0; p < 8; p++) {
-            int64_t q = p0 + (p < np ? p : np - 1);
-            pp[p] = buf + ((q / OW) * d->sh * j->wp + (q % OW) * d->sw) * 8;
+            pp[p] = buf + (oh * d->sh * j->wp + ow * d->sw) * 8;
+            if (p + 1 < np && ++ow == OW)
+                ow = 0, oh++;
         }
         ql_v8 acc[8];
 #pragma GCC unroll 8
@@ -239,9 +251,8 @@ ql_status ql_conv_dw8(const ql_dconv *d, const float *x, const float *w, const f
     j.ntaps = d->kh * d->kw;
     j.nblk = (d->C + 7) / 8;
     int threads = ql_ctx_threads(ctx);
-    /* per thread: [padded input][weights][a row of zeros]; then the tap
-     * offsets */
-    j.per_thread = (buf + 8 * j.ntaps + d->iw + 15) / 16 * 16;
+    /* per thread: [padded input][weights]; then the tap offsets */
+    j.per_thread = (buf + 8 * j.ntaps + 15) / 16 * 16;
     size_t total = (size_t)j.per_thread * (size_t)threads + (size_t)(2 * j.ntaps);
     j.scratch = ql_ctx_scratch(ctx, total * sizeof(float));
     if (!j.scratch)
