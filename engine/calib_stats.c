@@ -240,9 +240,11 @@ static inline int bin_of(float x, float inv)
  * in cache where a histogram's counts, one 64 KiB array per tensor, are cold
  * at every batch (measured: an eighth less histogram time in the pass).
  * u32 counters, flushed long before they could wrap; the flush covers only
- * the bins in use. */
+ * the bins in use. Past the bins, 8 slots (one per lane) where the AVX2
+ * pass drops the zeros it counts apart; never read. */
+#define DUMP QL_HIST_BINS
 typedef struct bin_scratch {
-    uint32_t even[QL_HIST_BINS], odd[QL_HIST_BINS];
+    uint32_t even[QL_HIST_BINS + 8], odd[QL_HIST_BINS + 8];
     int lo, hi;      /* bins in use since the last flush; none while lo > hi */
     int64_t pending; /* values counted since the last flush */
     bool wide;       /* bin 8 lanes at a time (AVX2) */
@@ -348,6 +350,7 @@ __attribute__((target("avx2"))) static block_ext bin_block8(uint32_t *even, uint
     const v8 zero = {0, 0, 0, 0, 0, 0, 0, 0}, vinv = zero + inv;
     const v8 lo = zero - HALF, hi = zero + TOP;
     const v8i half = (v8i){0, 0, 0, 0, 0, 0, 0, 0} + HALF;
+    const v8i dump = {DUMP, DUMP + 1, DUMP + 2, DUMP + 3, DUMP + 4, DUMP + 5, DUMP + 6, DUMP + 7};
     v8 mn = zero + INFINITY, mx = -mn, acc = zero;
     uint32_t zeros = 0;
     int64_t i = 0;
@@ -356,16 +359,24 @@ __attribute__((target("avx2"))) static block_ext bin_block8(uint32_t *even, uint
         mn = __builtin_ia32_minps256(xv, mn);
         mx = __builtin_ia32_maxps256(xv, mx);
         acc += xv - xv;
-        if (__builtin_ia32_movmskps256((v8)(xv == zero)) == 255) {
+        v8i zl = xv == zero;
+        int zm = __builtin_ia32_movmskps256((v8)zl);
+        if (zm == 255) {
             zeros += 8;
             continue;
         }
+        /* zeros in a mixed vector are counted here and their increments
+         * sent to the lanes' dump slots: after a ReLU they are a third of
+         * the values, and all in one bin, whose increments would wait on
+         * each other */
+        zeros += (uint32_t)__builtin_popcount((unsigned)zm);
         v8 t = __builtin_ia32_minps256(__builtin_ia32_maxps256(xv * vinv, lo), hi);
         v8i b = __builtin_convertvector(t, v8i);
         v8i down = __builtin_convertvector(b, v8) > t; /* as in bin_block */
         if (tiny)
             down |= (xv < zero) & (t == zero);
         b += down + half;
+        b = (b & ~zl) | (dump & zl);
         even[b[0]] += d;
         odd[b[1]] += d;
         even[b[2]] += d;
