@@ -124,7 +124,8 @@ static ql_status fill_cache(ql_model *m, int value, const ql_dataset *d, const q
         return ql_fail(err, QL_ERR_NOMEM, "out of memory");
     observe[value] = 1;
     ql_exec_opts xo = {.n_threads = o->n_threads, .observer = capture_observer,
-                       .observer_user = &cc, .observe = observe, .cancel = o->cancel};
+                       .observer_user = &cc, .observe = observe, .cancel = o->cancel,
+                       .reuse_buffers = true};
     if ((st = ql_exec_new(g, &xo, &x, err)) != QL_OK)
         goto cleanup;
     if ((st = ql_batcher_init(&b, g, d, o->batch, err)) != QL_OK)

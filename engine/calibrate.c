@@ -119,7 +119,8 @@ ql_status ql_calib_collect(ql_model *m, const ql_qnet *q, const ql_dataset *d,
     }
     cc.s = s;
     ql_exec_opts xo = {.n_threads = opts.n_threads, .observer = collect_observer,
-                       .observer_user = &cc, .observe = observe, .cancel = opts.cancel};
+                       .observer_user = &cc, .observe = observe, .cancel = opts.cancel,
+                       .reuse_buffers = true};
     if ((st = ql_exec_new(g, &xo, &x, err)) != QL_OK)
         goto cleanup;
     /* the observer runs between nodes, when the executor's threads are idle */

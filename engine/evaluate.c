@@ -112,7 +112,8 @@ ql_status ql_eval_float(ql_model *m, const ql_dataset *d, const int64_t *labels,
     int64_t batch = fixed ? fixed : (o.batch > 0 ? o.batch : 32);
     res->batch = batch;
 
-    ql_exec_opts xo = {.n_threads = o.n_threads, .cancel = o.cancel};
+    /* batch after batch of the same shapes: buffers are kept for the next */
+    ql_exec_opts xo = {.n_threads = o.n_threads, .cancel = o.cancel, .reuse_buffers = true};
     st = ql_exec_new(g, &xo, &x, err);
     if (st != QL_OK)
         return st;
@@ -218,7 +219,8 @@ ql_status ql_eval_compare(ql_model *m, const ql_exec_quant *plan, const ql_datas
                        (long long)d->n);
     if ((st = ql_batcher_init(&b, g, d, o.batch, err)) != QL_OK)
         return ql_fail_prefix(err, st, "%s", m->path);
-    ql_exec_opts xo = {.n_threads = o.n_threads, .cancel = o.cancel};
+    /* batch after batch of the same shapes: buffers are kept for the next */
+    ql_exec_opts xo = {.n_threads = o.n_threads, .cancel = o.cancel, .reuse_buffers = true};
     if ((st = ql_exec_new(g, &xo, &x, err)) != QL_OK)
         goto cleanup;
     double t0 = now_seconds();
