@@ -166,6 +166,10 @@ static void test_direct_shapes(void **state)
          * bands whose plane rows overlap */
         {1, 32, 8, 40, 200, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0},
         {2, 24, 5, 33, 300, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0},
+        /* transposed tiles on long rows (16 or 32 output channels and at
+         * least 64 terms), cut into bands */
+        {1, 16, 32, 40, 100, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0},
+        {2, 8, 16, 19, 29, 3, 3, 1, 1, 1, 1, 1, 0, 1, 2, 0, 0, 0, 0, 0},
         /* batch larger than the thread counts */
         {7, 3, 10, 12, 12, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0},
         /* rows shorter than a vector: transposed tiles (16 channels x 6
