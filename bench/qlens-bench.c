@@ -103,7 +103,10 @@ int main(int argc, char **argv)
     prof pr = {.prev = -1};
     if (ql_model_load(model, &m, &err) != QL_OK || ql_npy_load(input, &x, &err) != QL_OK)
         goto fail;
-    ql_exec_opts o = {.n_threads = threads};
+    /* as `qlens eval` runs a model: the samples of a batch shared out over
+     * the threads where the graph keeps them apart (--profile watches every
+     * tensor, so it runs batches whole) */
+    ql_exec_opts o = {.n_threads = threads, .reuse_buffers = true, .split_samples = true};
     if (profile) {
         pr.ms = calloc((size_t)m->graph->n_nodes + 1, sizeof *pr.ms);
         if (!pr.ms)

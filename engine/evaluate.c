@@ -112,8 +112,10 @@ ql_status ql_eval_float(ql_model *m, const ql_dataset *d, const int64_t *labels,
     int64_t batch = fixed ? fixed : (o.batch > 0 ? o.batch : 32);
     res->batch = batch;
 
-    /* batch after batch of the same shapes: buffers are kept for the next */
-    ql_exec_opts xo = {.n_threads = o.n_threads, .cancel = o.cancel, .reuse_buffers = true};
+    /* batch after batch of the same shapes: buffers are kept for the next;
+     * the samples of a batch are shared out over the threads */
+    ql_exec_opts xo = {.n_threads = o.n_threads, .cancel = o.cancel, .reuse_buffers = true,
+                       .split_samples = true};
     st = ql_exec_new(g, &xo, &x, err);
     if (st != QL_OK)
         return st;
@@ -219,8 +221,10 @@ ql_status ql_eval_compare(ql_model *m, const ql_exec_quant *plan, const ql_datas
                        (long long)d->n);
     if ((st = ql_batcher_init(&b, g, d, o.batch, err)) != QL_OK)
         return ql_fail_prefix(err, st, "%s", m->path);
-    /* batch after batch of the same shapes: buffers are kept for the next */
-    ql_exec_opts xo = {.n_threads = o.n_threads, .cancel = o.cancel, .reuse_buffers = true};
+    /* batch after batch of the same shapes: buffers are kept for the next;
+     * the samples of a batch are shared out over the threads */
+    ql_exec_opts xo = {.n_threads = o.n_threads, .cancel = o.cancel, .reuse_buffers = true,
+                       .split_samples = true};
     if ((st = ql_exec_new(g, &xo, &x, err)) != QL_OK)
         goto cleanup;
     double t0 = now_seconds();

@@ -5,6 +5,7 @@
 #include "exec.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -49,6 +50,11 @@ struct ql_exec {
     size_t spare_bytes[QL_SPARE_MAX];
     int n_spare;
     size_t live, peak;
+    /* opts.split_samples: whether the graph allows it, and the per-thread
+     * one-thread executors (made at the first split run) */
+    bool split_ok;
+    ql_exec **sub;
+    int n_sub;
 };
 
 /* Clamp range of a Relu or Clip node with constant bounds; false otherwise. */
@@ -177,6 +183,7 @@ ql_status ql_exec_new(ql_graph *g, const ql_exec_opts *opts, ql_exec **out, ql_e
     }
     plan_fusion(x);
     ql_ctx_init(&x->ctx, x->pool);
+    x->split_ok = x->opts.split_samples && !x->opts.observer && ql_graph_samples_apart(g);
     *out = x;
     return QL_OK;
 }
@@ -185,6 +192,9 @@ void ql_exec_free(ql_exec *x)
 {
     if (!x)
         return;
+    for (int t = 0; t < x->n_sub; t++)
+        ql_exec_free(x->sub[t]);
+    free(x->sub);
     if (x->slots)
         for (int v = 0; v < x->g->n_values; v++)
             ql_tensor_release(&x->slots[v]);
@@ -590,6 +600,136 @@ ql_status ql_exec_run_from(ql_exec *x, int start_node, int n_feeds, const int *f
     return st;
 }
 
+/* ---- one sample at a time (opts.split_samples) ---- */
+
+typedef struct split_job {
+    ql_exec *x;
+    const ql_tensor *const *inputs;
+    int64_t n;        /* samples */
+    ql_tensor **res;  /* per sample, its outputs: res[i * n_outputs + j] */
+    pthread_mutex_t lock;
+    ql_status st;
+    ql_error err;
+    volatile int stop;
+} split_job;
+
+static void split_tasks(void *arg, int64_t begin, int64_t end, int tid)
+{
+    split_job *j = arg;
+    const ql_graph *g = j->x->g;
+    ql_tensor view[QL_MAX_IO * 4];
+    const ql_tensor *in[QL_MAX_IO * 4];
+    for (int64_t i = begin; i < end && !j->stop; i++) {
+        for (int k = 0; k < g->n_inputs; k++) {
+            const ql_tensor *t = j->inputs[k];
+            view[k] = *t;
+            view[k].dims[0] = 1;
+            view[k].data = (char *)t->data + (size_t)i * (ql_tensor_nbytes(t) / (size_t)j->n);
+            view[k].owns = false;
+            in[k] = &view[k];
+        }
+        ql_error e = {{0}};
+        ql_status st = ql_exec_run(j->x->sub[tid], in, j->res + i * g->n_outputs, &e);
+        if (st != QL_OK) {
+            pthread_mutex_lock(&j->lock);
+            if (j->st == QL_OK) {
+                j->st = st;
+                j->err = e;
+            }
+            j->stop = 1;
+            pthread_mutex_unlock(&j->lock);
+        }
+    }
+}
+
+/* Output j of the batch: the samples' outputs joined along axis 0. */
+static ql_status split_join(const split_job *j, int o, ql_tensor **out, ql_error *err)
+{
+    int no = j->x->g->n_outputs;
+    const ql_tensor *f = j->res[o];
+    ql_tensor *t = calloc(1, sizeof *t);
+    if (!t)
+        return ql_fail(err, QL_ERR_NOMEM, "out of memory");
+    *t = (ql_tensor){.dtype = f->dtype, .ndim = f->ndim};
+    memcpy(t->dims, f->dims, sizeof t->dims);
+    t->dims[0] = 0;
+    for (int64_t i = 0; i < j->n; i++) {
+        const ql_tensor *r = j->res[i * no + o];
+        if (r->dtype != f->dtype || r->ndim != f->ndim || r->ndim < 1 ||
+            memcmp(r->dims + 1, f->dims + 1, (size_t)(f->ndim - 1) * sizeof *f->dims)) {
+            free(t);
+            return ql_fail(err, QL_ERR_SHAPE, "output '%s': samples of different shapes",
+                           j->x->g->values[j->x->g->outputs[o]].name);
+        }
+        t->dims[0] += r->dims[0];
+    }
+    ql_status st = ql_tensor_alloc(t);
+    if (st != QL_OK) {
+        free(t);
+        return ql_fail(err, st, "out of memory");
+    }
+    char *p = t->data;
+    for (int64_t i = 0; i < j->n; i++) {
+        const ql_tensor *r = j->res[i * no + o];
+        size_t b = ql_tensor_nbytes(r);
+        if (b)
+            memcpy(p, r->data, b);
+        p += b;
+    }
+    *out = t;
+    return QL_OK;
+}
+
+static ql_status run_split(ql_exec *x, const ql_tensor *const *inputs, int64_t n,
+                           ql_tensor **outputs, ql_error *err)
+{
+    ql_graph *g = x->g;
+    int threads = ql_pool_threads(x->pool);
+    if (!x->sub) {
+        x->sub = calloc((size_t)threads, sizeof *x->sub);
+        if (!x->sub)
+            return ql_fail(err, QL_ERR_NOMEM, "out of memory");
+        ql_exec_opts so = x->opts;
+        so.n_threads = 1;
+        so.split_samples = false;
+        so.reuse_buffers = true; /* the same shapes, sample after sample */
+        for (; x->n_sub < threads; x->n_sub++) {
+            ql_status st = ql_exec_new(g, &so, &x->sub[x->n_sub], err);
+            if (st != QL_OK)
+                return st;
+        }
+    }
+    bool fq = x->quant.act || x->quant.constants;
+    for (int t = 0; t < x->n_sub; t++) {
+        ql_status st = ql_exec_set_quant(x->sub[t], fq ? &x->quant : NULL, err);
+        if (st != QL_OK)
+            return st;
+    }
+    split_job j = {.x = x, .inputs = inputs, .n = n, .st = QL_OK};
+    j.res = calloc((size_t)n * (size_t)g->n_outputs, sizeof *j.res);
+    if (!j.res)
+        return ql_fail(err, QL_ERR_NOMEM, "out of memory");
+    pthread_mutex_init(&j.lock, NULL);
+    ql_parallel_for(&x->ctx, n, 1, split_tasks, &j);
+    ql_status st = j.st;
+    if (st != QL_OK)
+        *err = j.err;
+    int joined = 0;
+    while (st == QL_OK && joined < g->n_outputs)
+        if ((st = split_join(&j, joined, &outputs[joined], err)) == QL_OK)
+            joined++;
+    if (st != QL_OK)
+        for (int o = 0; o < joined; o++) {
+            ql_tensor_free(outputs[o]);
+            outputs[o] = NULL;
+        }
+    for (int64_t i = 0; i < n * g->n_outputs; i++)
+        ql_tensor_free(j.res[i]);
+    free(j.res);
+    pthread_mutex_destroy(&j.lock);
+    return st;
+}
+
 ql_status ql_exec_run(ql_exec *x, const ql_tensor *const *inputs, ql_tensor **outputs,
                       ql_error *err)
 {
@@ -603,5 +743,11 @@ ql_status ql_exec_run(ql_exec *x, const ql_tensor *const *inputs, ql_tensor **ou
             return st;
         ids[i] = g->inputs[i];
     }
+    int64_t n = g->n_inputs > 0 && inputs[0]->ndim >= 1 ? inputs[0]->dims[0] : 0;
+    bool split = x->split_ok && n >= 2;
+    for (int i = 1; i < g->n_inputs && split; i++)
+        split = inputs[i]->ndim >= 1 && inputs[i]->dims[0] == n;
+    if (split)
+        return run_split(x, inputs, n, outputs, err);
     return ql_exec_run_from(x, 0, g->n_inputs, ids, inputs, outputs, err);
 }

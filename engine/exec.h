@@ -33,6 +33,16 @@ typedef struct ql_exec_opts {
      * peak working memory (many short runs otherwise pay page faults for
      * memory the allocator gave back) */
     bool reuse_buffers;
+    /* ql_exec_run on a batch of two or more samples: one sample at a time,
+     * the samples shared out over the threads, each thread with a
+     * one-thread executor of its own (a sample's activations stay in
+     * cache, and the threads never wait for each other between nodes).
+     * Only when the graph keeps samples apart (ql_graph_samples_apart) and
+     * there is no observer; otherwise, and for a single sample, the threads
+     * share each node as usual. Every sample is then computed as a batch of
+     * one whatever the batch size and thread count, so the results depend
+     * on neither. ql_exec_run_from and ql_exec_run_nodes are not affected. */
+    bool split_samples;
 } ql_exec_opts;
 
 typedef struct ql_exec ql_exec;

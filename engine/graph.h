@@ -116,6 +116,14 @@ ql_status ql_graph_infer_shapes(ql_graph *g, ql_error *err);
 /* Runs each op's prepare (validation, constant packing). */
 ql_status ql_graph_prepare(ql_graph *g, ql_error *err);
 
+/* Whether the graph (bound and shape-inferred) keeps the samples of a
+ * batch apart: every input has a free batch extent first, every value
+ * computed from them keeps the samples along axis 0, and no node mixes
+ * them (engine/samples.c has the rules, an allow-list). Then a batch run a
+ * sample at a time, the outputs joined along axis 0, is the same
+ * computation for every sample. */
+bool ql_graph_samples_apart(const ql_graph *g);
+
 /* Multiply-accumulate count of one node for batch 1 (0 if not applicable). */
 int64_t ql_node_macs(const ql_graph *g, const ql_node *n);
 /* Parameter (constant element) count read by a node. */
