@@ -461,22 +461,26 @@ void ql_hist_set_portable(bool on)
     hist_portable = on;
 }
 
+/* The counters, one set per thread: zero when a thread starts, and zero
+ * again after every call (the flushes clear the bins they empty), so that
+ * the many small calls of a statistics pass run a sample at a time do not
+ * each clear 64 KiB. */
+static __thread bin_scratch tls_scratch;
+
 void ql_hist_add(ql_hist *h, const float *x, int64_t n)
 {
-    bin_scratch s; /* 64 KiB on the stack */
-    memset(s.even, 0, sizeof s.even);
-    memset(s.odd, 0, sizeof s.odd);
-    s.lo = QL_HIST_BINS;
-    s.hi = -1;
-    s.pending = 0;
+    bin_scratch *s = &tls_scratch;
+    s->lo = QL_HIST_BINS;
+    s->hi = -1;
+    s->pending = 0;
 #ifdef HAVE_BIN_BLOCK8
-    s.wide = !hist_portable && __builtin_cpu_supports("avx2");
+    s->wide = !hist_portable && __builtin_cpu_supports("avx2");
 #else
-    s.wide = false;
+    s->wide = false;
 #endif
     for (int64_t at = 0; at < n; at += BLOCK)
-        hist_add_block(h, &s, x + at, n - at < BLOCK ? n - at : BLOCK);
-    scratch_flush(&s, h->counts);
+        hist_add_block(h, s, x + at, n - at < BLOCK ? n - at : BLOCK);
+    scratch_flush(s, h->counts);
 }
 
 ql_status ql_hist_merge(ql_hist *dst, const ql_hist *src, ql_error *err)

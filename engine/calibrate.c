@@ -5,6 +5,7 @@
 #include "calibrate.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@
 #include "evaluate.h"
 #include "exec.h"
 #include "op.h"
+#include "pool.h"
 
 /* ---- statistics pass ------------------------------------------------------ */
 
@@ -79,6 +81,144 @@ static bool collect_observer(void *user, const ql_graph *g, int node, int value,
     return true;
 }
 
+/* ---- the pass a few samples at a time per thread --------------------------
+ *
+ * When the graph keeps samples apart, each thread runs units of SPLIT_UNIT
+ * samples of every batch on a one-thread executor of its own, into
+ * statistics of its own, merged at the end: the threads never wait for
+ * each other between nodes, and a unit's activations stay in cache from
+ * one node to the next, as in evaluation (exec.h, split_samples). The
+ * histograms are exact whatever the split (see add_batch). */
+#define SPLIT_UNIT 8
+
+typedef struct split_ctx {
+    const ql_tensor *feed; /* the current batch */
+    int64_t count;         /* its samples */
+    int in;                /* the input value */
+    collect_ctx *cc;       /* per thread */
+    ql_exec **x;           /* per thread */
+    pthread_mutex_t lock;
+    ql_status st;
+    ql_error err;
+    volatile int stop;
+} split_ctx;
+
+static void split_units(void *arg, int64_t b, int64_t e, int tid)
+{
+    split_ctx *sc = arg;
+    collect_ctx *c = &sc->cc[tid];
+    size_t row = ql_tensor_nbytes(sc->feed) / (size_t)sc->feed->dims[0];
+    for (int64_t u = b; u < e && !sc->stop; u++) {
+        int64_t lo = u * SPLIT_UNIT, n = sc->count - lo < SPLIT_UNIT ? sc->count - lo : SPLIT_UNIT;
+        ql_tensor view = *sc->feed;
+        view.dims[0] = n;
+        view.data = (char *)sc->feed->data + (size_t)lo * row;
+        view.owns = false;
+        c->count = c->batch = n;
+        if (c->hist_of[sc->in] >= 0)
+            add_batch(c, c->hist_of[sc->in], &view);
+        const ql_tensor *f = &view;
+        ql_tensor *outs[64] = {0};
+        ql_error er = {{0}};
+        ql_status st = ql_exec_run(sc->x[tid], &f, outs, &er);
+        for (int j = 0; j < 64; j++)
+            ql_tensor_free(outs[j]);
+        if (st == QL_OK && c->st != QL_OK)
+            st = ql_fail(&er, c->st, "out of memory for calibration statistics");
+        if (st != QL_OK) {
+            pthread_mutex_lock(&sc->lock);
+            if (sc->st == QL_OK) {
+                sc->st = st;
+                sc->err = er;
+            }
+            sc->stop = 1;
+            pthread_mutex_unlock(&sc->lock);
+        }
+    }
+}
+
+static ql_status collect_split(ql_model *m, const ql_dataset *d, const ql_calib_opts *opts,
+                               ql_calib_stats *s, const int *hist_of, const char *observe,
+                               ql_error *err)
+{
+    ql_graph *g = m->graph;
+    int threads = opts->n_threads > 0 ? opts->n_threads : ql_default_threads();
+    ql_pool *pool = ql_pool_new(threads);
+    ql_exec_ctx pctx;
+    ql_batcher b = {0};
+    split_ctx sc = {.in = g->inputs[0], .st = QL_OK};
+    ql_calib_stats **part = calloc((size_t)threads, sizeof *part);
+    sc.cc = calloc((size_t)threads, sizeof *sc.cc);
+    sc.x = calloc((size_t)threads, sizeof *sc.x);
+    pthread_mutex_init(&sc.lock, NULL);
+    ql_status st = QL_OK;
+    if (g->n_outputs > 64) {
+        ql_pool_free(pool);
+        pool = NULL;
+        st = ql_fail(err, QL_ERR_UNSUPPORTED, "too many outputs");
+    } else if (!pool || !part || !sc.cc || !sc.x) {
+        ql_pool_free(pool);
+        pool = NULL;
+        st = ql_fail(err, QL_ERR_NOMEM, "out of memory for calibration statistics");
+    }
+    if (pool)
+        ql_ctx_init(&pctx, pool);
+    for (int t = 0; t < threads && st == QL_OK; t++) {
+        if (!(part[t] = ql_calib_stats_new())) {
+            st = ql_fail(err, QL_ERR_NOMEM, "out of memory for calibration statistics");
+            break;
+        }
+        for (int h = 0; h < s->n && st == QL_OK; h++)
+            if (ql_calib_stats_add(part[t], s->names[h]) != h)
+                st = ql_fail(err, QL_ERR_NOMEM, "out of memory for calibration statistics");
+        sc.cc[t].s = part[t];
+        sc.cc[t].hist_of = (int *)hist_of;
+        ql_exec_opts xo = {.n_threads = 1, .observer = collect_observer,
+                           .observer_user = &sc.cc[t], .observe = observe,
+                           .cancel = opts->cancel, .reuse_buffers = true};
+        if (st == QL_OK)
+            st = ql_exec_new(g, &xo, &sc.x[t], err);
+    }
+    if (st == QL_OK)
+        st = ql_batcher_init(&b, g, d, opts->batch, err);
+    for (int64_t first = 0; st == QL_OK && first < d->n; first += b.batch) {
+        int64_t count;
+        if ((st = ql_batcher_get(&b, first, &count, &sc.feed, err)) != QL_OK)
+            break;
+        sc.count = count;
+        ql_parallel_for(&pctx, (count + SPLIT_UNIT - 1) / SPLIT_UNIT, 1, split_units, &sc);
+        if (sc.st != QL_OK) {
+            *err = sc.err;
+            st = ql_fail_prefix(err, sc.st, "%s: samples %lld-%lld", d->source,
+                                (long long)first, (long long)(first + count - 1));
+            break;
+        }
+        if (opts->progress &&
+            !opts->progress(opts->progress_user, "statistics", first + count, d->n))
+            st = ql_fail(err, QL_ERR_CANCELLED, "calibration cancelled");
+    }
+    /* the threads' statistics, merged (exact, in any order) */
+    for (int t = 0; t < threads && st == QL_OK; t++)
+        for (int h = 0; h < s->n && st == QL_OK; h++)
+            st = ql_hist_merge(&s->hists[h], &part[t]->hists[h], err);
+    ql_batcher_clear(&b);
+    for (int t = 0; t < threads; t++) {
+        if (sc.x)
+            ql_exec_free(sc.x[t]);
+        if (part)
+            ql_calib_stats_free(part[t]);
+    }
+    if (pool) {
+        ql_ctx_destroy(&pctx);
+        ql_pool_free(pool);
+    }
+    free(part);
+    free(sc.cc);
+    free(sc.x);
+    pthread_mutex_destroy(&sc.lock);
+    return st;
+}
+
 ql_status ql_calib_collect(ql_model *m, const ql_qnet *q, const ql_dataset *d,
                            const ql_calib_opts *o, ql_calib_stats **out, ql_error *err)
 {
@@ -118,6 +258,11 @@ ql_status ql_calib_collect(ql_model *m, const ql_qnet *q, const ql_dataset *d,
         observe[v] = 1;
     }
     cc.s = s;
+    if (ql_graph_samples_apart(g)) {
+        if ((st = collect_split(m, d, &opts, s, cc.hist_of, observe, err)) != QL_OK)
+            goto cleanup;
+        goto done;
+    }
     ql_exec_opts xo = {.n_threads = opts.n_threads, .observer = collect_observer,
                        .observer_user = &cc, .observe = observe, .cancel = opts.cancel,
                        .reuse_buffers = true};
@@ -162,6 +307,7 @@ ql_status ql_calib_collect(ql_model *m, const ql_qnet *q, const ql_dataset *d,
             goto cleanup;
         }
     }
+done:
     for (int h = 0; h < s->n; h++)
         if (s->hists[h].nan) {
             st = ql_fail(err, QL_ERR_DATA,

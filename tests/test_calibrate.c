@@ -203,6 +203,72 @@ static void test_activations_on_grid(void **state)
     ql_qconfig_free(c);
 }
 
+/* The reference statistics: one whole-batch run of all samples, every
+ * site's tensor added to its histogram as the observer sees it. */
+typedef struct ref_stats {
+    const ql_qnet *q;
+    ql_hist *h; /* per value */
+} ref_stats;
+
+static bool ref_observe(void *user, const ql_graph *g, int node, int value, const ql_tensor *t)
+{
+    (void)g;
+    (void)node;
+    ref_stats *r = user;
+    if (r->q->value_site[value] && t->dtype == QL_F32)
+        ql_hist_add(&r->h[value], t->data, ql_tensor_numel(t));
+    return true;
+}
+
+/* The pass runs the example's samples a few at a time on each thread (its
+ * graph keeps samples apart) and merges the threads' statistics: the same
+ * histograms, extremes and counts as one run of the whole batch. */
+static void test_stats_split_exact(void **state)
+{
+    fixture *f = *state;
+    ql_error err = {{0}};
+    const ql_graph *g = f->m->graph;
+    assert_true(ql_graph_samples_apart(g));
+    ref_stats r = {f->q, calloc((size_t)g->n_values, sizeof(ql_hist))};
+    char *obs = calloc((size_t)g->n_values, 1);
+    for (int v = 0; v < g->n_values; v++) {
+        assert_int_equal(ql_hist_init(&r.h[v], &err), QL_OK);
+        obs[v] = (char)f->q->value_site[v];
+    }
+    ql_exec_opts xo = {.n_threads = 1, .observer = ref_observe, .observer_user = &r,
+                       .observe = obs};
+    ql_exec *x = NULL;
+    assert_int_equal(ql_exec_new(f->m->graph, &xo, &x, &err), QL_OK);
+    ql_tensor batch = ql_dataset_batch(f->calib, 0, f->calib->n);
+    const ql_tensor *in = &batch;
+    ql_tensor *outs[8] = {0};
+    assert_int_equal(ql_exec_run(x, &in, outs, &err), QL_OK);
+    ql_tensor_free(outs[0]);
+    ql_exec_free(x);
+    int inv = g->inputs[0];
+    if (f->q->value_site[inv])
+        ql_hist_add(&r.h[inv], batch.data, ql_tensor_numel(&batch));
+    for (int threads = 1; threads <= 3; threads++) {
+        ql_calib_stats *s = NULL;
+        ql_calib_opts o = {.n_threads = threads, .batch = 16};
+        assert_int_equal(ql_calib_collect(f->m, f->q, f->calib, &o, &s, &err), QL_OK);
+        for (int h = 0; h < s->n; h++) {
+            int v = ql_graph_find_value(g, s->names[h]);
+            assert_true(v >= 0 && f->q->value_site[v]);
+            const ql_hist *a = &s->hists[h], *b = &r.h[v];
+            if (a->count != b->count || a->range != b->range || a->min != b->min ||
+                a->max != b->max || memcmp(a->counts, b->counts, QL_HIST_BINS * sizeof *a->counts))
+                fail_msg("%d threads, '%s': statistics differ from one whole-batch run", threads,
+                         s->names[h]);
+        }
+        ql_calib_stats_free(s);
+    }
+    for (int v = 0; v < g->n_values; v++)
+        ql_hist_clear(&r.h[v]);
+    free(r.h);
+    free(obs);
+}
+
 static void test_threads_and_round_trip(void **state)
 {
     fixture *f = *state;
@@ -338,6 +404,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_placement),
         cmocka_unit_test(test_activations_on_grid),
+        cmocka_unit_test(test_stats_split_exact),
         cmocka_unit_test(test_threads_and_round_trip),
         cmocka_unit_test(test_float_layer_and_errors),
         cmocka_unit_test(test_plan_constants_used),
