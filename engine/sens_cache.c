@@ -14,22 +14,70 @@ bool sens_cache_observer(void *user, const ql_graph *g, int node, int value, con
     (void)g;
     (void)node;
     cache_obs *c = user;
-    if (!c->mask[value] || c->dst[value])
+    if (!c->mask[value] || c->seen[value] == c->run)
         return true;
+    c->seen[value] = c->run;
     sens_batch *B = c->batch;
-    size_t n = ql_tensor_nbytes(t), need = (n + 63) & ~(size_t)63;
-    if (B->mem && need <= B->mem_size - B->mem_used) {
-        c->dst[value] = ql_tensor_wrap(t->dtype, t->ndim, t->dims, B->mem + B->mem_used);
-        if (c->dst[value]) {
-            memcpy(c->dst[value]->data, t->data, n);
-            B->mem_used += need;
+    /* the unit's slice of a batch tensor (batch axis first); anything
+     * else (a whole batch, or a value without the batch) as it is, once */
+    bool slice = c->un < B->count && t->ndim >= 1 && t->dims[0] == c->un;
+    if (c->dst[value] && !slice)
+        return true;
+    size_t n = ql_tensor_nbytes(t), whole = slice ? n / (size_t)c->un * (size_t)B->count : n;
+    if (!c->dst[value]) {
+        int64_t dims[QL_MAX_DIMS];
+        memcpy(dims, t->dims, sizeof dims);
+        if (slice)
+            dims[0] = B->count;
+        size_t need = (whole + 63) & ~(size_t)63;
+        if (B->mem && need <= B->mem_size - B->mem_used) {
+            c->dst[value] = ql_tensor_wrap(t->dtype, t->ndim, dims, B->mem + B->mem_used);
+            if (c->dst[value])
+                B->mem_used += need;
+        } else {
+            ql_tensor *d = ql_tensor_wrap(t->dtype, t->ndim, dims, NULL);
+            if (d && ql_tensor_alloc(d) != QL_OK) {
+                ql_tensor_free(d);
+                d = NULL;
+            }
+            c->dst[value] = d;
         }
-    } else {
-        c->dst[value] = ql_tensor_clone(t);
+        if (!c->dst[value]) {
+            c->failed = true;
+            return false;
+        }
     }
-    if (!c->dst[value])
-        c->failed = true;
-    return !c->failed;
+    memcpy((char *)c->dst[value]->data + (slice ? (size_t)c->u0 * (n / (size_t)c->un) : 0),
+           t->data, n);
+    return true;
+}
+
+/* Stores output t of a unit run ([co->u0, + co->un) of the batch) into
+ * *dst, the batch's tensor, made at the first unit; takes t. */
+static ql_status join_unit(const cache_obs *co, ql_tensor **dst, ql_tensor *t, ql_error *err)
+{
+    const sens_batch *B = co->batch;
+    if (co->un == B->count || !t || t->ndim < 1 || t->dims[0] != co->un) {
+        ql_tensor_free(*dst);
+        *dst = t;
+        return QL_OK;
+    }
+    size_t n = ql_tensor_nbytes(t), per = n / (size_t)co->un;
+    if (!*dst) {
+        int64_t dims[QL_MAX_DIMS];
+        memcpy(dims, t->dims, sizeof dims);
+        dims[0] = B->count;
+        *dst = ql_tensor_wrap(t->dtype, t->ndim, dims, NULL);
+        if (!*dst || ql_tensor_alloc(*dst) != QL_OK) {
+            ql_tensor_free(*dst);
+            *dst = NULL;
+            ql_tensor_free(t);
+            return ql_fail(err, QL_ERR_NOMEM, "out of memory caching activations");
+        }
+    }
+    memcpy((char *)(*dst)->data + (size_t)co->u0 * per, t->data, n);
+    ql_tensor_free(t);
+    return QL_OK;
 }
 
 /* ---- set-up ---------------------------------------------------------------- */
@@ -239,31 +287,45 @@ ql_status sens_base_batch(sens_ctx *s, ql_exec *x, cache_obs *co, int b, ql_tens
 {
     const ql_graph *g = s->g;
     sens_batch *B = &s->batches[b];
-    const ql_tensor *in[1] = {B->input};
-    ql_status st;
+    ql_status st = QL_OK;
+    /* in the units the layers' runs take (sensitivity.c), so that a value
+     * is computed with the same shapes whichever side computes it */
+    int64_t unit = s->unit > 0 ? s->unit : B->count;
     co->failed = false;
     co->batch = B;
-    co->mask = s->flt_obs;
-    co->dst = B->flt;
-    if ((st = ql_exec_set_quant(x, NULL, err)) != QL_OK ||
-        (st = ql_exec_run(x, in, B->ref_out, err)) != QL_OK)
-        goto cleanup;
-    if (!s->float_base) {
-        co->mask = s->base_obs;
-        co->dst = B->base;
-        if ((st = ql_exec_set_quant(x, &s->base_plan, err)) != QL_OK ||
-            (st = ql_exec_run(x, in, outs, err)) != QL_OK)
-            goto cleanup;
-        for (int j = 0; j < g->n_outputs; j++) { /* outputs are fed from the base */
-            int v = g->outputs[j];
-            ql_tensor_free(B->base[v]);
-            B->base[v] = outs[j];
-            outs[j] = NULL;
+    for (int pass = 0; pass < (s->float_base ? 1 : 2) && st == QL_OK; pass++) {
+        co->mask = pass ? s->base_obs : s->flt_obs;
+        co->dst = pass ? B->base : B->flt;
+        if ((st = ql_exec_set_quant(x, pass ? &s->base_plan : NULL, err)) != QL_OK)
+            break;
+        for (co->u0 = 0; co->u0 < B->count && st == QL_OK; co->u0 += unit) {
+            co->un = B->count - co->u0 < unit ? B->count - co->u0 : unit;
+            co->run++;
+            ql_tensor view = *B->input;
+            const ql_tensor *in[1] = {B->input};
+            if (co->un < B->count) {
+                size_t per = ql_tensor_nbytes(B->input) / (size_t)B->count;
+                view.dims[0] = co->un;
+                view.data = (char *)B->input->data + (size_t)co->u0 * per;
+                view.owns = false;
+                in[0] = &view;
+            }
+            if ((st = ql_exec_run(x, in, outs, err)) != QL_OK)
+                break;
+            /* float outputs are the reference; the base's are fed */
+            for (int j = 0; j < g->n_outputs && st == QL_OK; j++) {
+                ql_tensor **dst = pass ? &B->base[g->outputs[j]] : &B->ref_out[j];
+                st = join_unit(co, dst, outs[j], err);
+                outs[j] = NULL;
+            }
+            for (int j = 0; j < g->n_outputs; j++) {
+                ql_tensor_free(outs[j]);
+                outs[j] = NULL;
+            }
         }
     }
-    if (co->failed)
+    if (st == QL_OK && co->failed)
         st = ql_fail(err, QL_ERR_NOMEM, "out of memory caching activations");
-cleanup:
     if (st != QL_OK && st != QL_ERR_CANCELLED)
         ql_fail_prefix(err, st, "reference run");
     return st;

@@ -47,6 +47,7 @@ typedef struct sens_ctx {
     sens_plans plans;
     bool float_base;
     ql_exec_quant base_plan;
+    int64_t unit;        /* samples a layer's runs take at a time; 0: whole batches */
     int n_work;
     layer_work *work;
     int *order;          /* work items, most expensive first */
@@ -71,6 +72,9 @@ typedef struct cache_obs {
     ql_tensor **dst;
     sens_batch *batch;
     bool failed;
+    int64_t u0, un;  /* the run's samples: [u0, u0 + un) of the batch */
+    int run;         /* the current run's number */
+    int *seen;       /* per value: the number of the run that stored it last */
 } cache_obs;
 
 /* Plans, re-run and local sets and feed lists of the analysed layers
@@ -80,7 +84,8 @@ void sens_free_work(sens_ctx *s);
 /* Bytes per sample the cache holds (static shapes, batch axis first). */
 int64_t sens_bytes_per_sample(const sens_ctx *s);
 /* Observer storing copies of the values co->mask selects into co->dst, in
- * co->batch's memory. */
+ * co->batch's memory: a run of a unit of samples stores its slice of the
+ * batch's tensors. */
 bool sens_cache_observer(void *user, const ql_graph *g, int node, int value, const ql_tensor *t);
 /* The batches of samples [c0, c1) with their inputs, caches still empty. */
 ql_status sens_chunk_inputs(sens_ctx *s, ql_batcher *bt, int64_t c0, int64_t c1, ql_error *err);

@@ -4,9 +4,11 @@
  * every layer's re-run set reads (and the float values its local runs
  * need); then they take layers (longest first) and re-run only their sets,
  * fed from the cache. Each worker has one-thread executors that keep their
- * buffers between runs. Each layer's sums accumulate batch by batch in
- * sample order, so the results do not depend on which thread ran it, nor on
- * the thread count. */
+ * buffers between runs. When the graph keeps samples apart, a layer's runs
+ * take a batch a few samples (a unit) at a time, fed views of the cache, so
+ * that their activations stay in cache from one node to the next. Each
+ * layer's sums accumulate unit by unit in sample order, so the results do
+ * not depend on which thread ran it, nor on the thread count. */
 #include "sensitivity.h"
 
 #include <math.h>
@@ -20,8 +22,34 @@
 #include "qsim.h"
 #include "sens_priv.h"
 
+#define SENS_UNIT 8 /* samples a layer's runs take at a time (graphs keeping them apart) */
+#define SENS_UNIT_BYTES ((int64_t)1 << 20) /* ... when a unit of the largest value fits */
+
+/* Units of SENS_UNIT samples where the graph keeps samples apart and a
+ * unit of its largest value fits in a core's cache (larger activations
+ * would gain nothing from the units but smaller multiplications); else 0,
+ * whole batches. */
+static int64_t unit_for(const ql_graph *g)
+{
+    if (!ql_graph_samples_apart(g))
+        return 0;
+    int64_t big = 0;
+    for (int v = 0; v < g->n_values; v++) {
+        const ql_value *val = &g->values[v];
+        if (val->constant || val->ndim < 1)
+            continue;
+        int64_t n = (int64_t)ql_dtype_info(val->dtype)->size;
+        for (int i = 1; i < val->ndim; i++)
+            n *= val->dims[i] > 0 ? val->dims[i] : 0;
+        big = n > big ? n : big;
+    }
+    return big > 0 && big * SENS_UNIT <= SENS_UNIT_BYTES ? SENS_UNIT : 0;
+}
+
 typedef struct sens_worker {
     sens_ctx *s;
+    ql_tensor *views;        /* unit views of the fed values and references */
+    int64_t u0, un;          /* the current unit: samples [u0, u0 + un) of the batch */
     ql_exec *x;              /* layer runs */
     ql_exec *bx;             /* base runs of the current chunk */
     cache_obs co;
@@ -95,11 +123,25 @@ static const ql_tensor *cached(const sens_ctx *s, const sens_batch *B, ql_tensor
     return arr[v];
 }
 
+/* Samples [w->u0, w->u0 + w->un) of a cached batch tensor t (batch axis
+ * first), as view k of the worker; t itself when the unit is the batch. */
+static const ql_tensor *unit_of(sens_worker *w, const sens_batch *B, const ql_tensor *t, int k)
+{
+    if (!t || (w->u0 == 0 && w->un == B->count) || t->ndim < 1 || t->dims[0] != B->count)
+        return t;
+    ql_tensor *v = &w->views[k];
+    *v = *t;
+    v->dims[0] = w->un;
+    v->data = (char *)t->data + (size_t)w->u0 * (ql_tensor_nbytes(t) / (size_t)B->count);
+    v->owns = false;
+    return v;
+}
+
 static ql_status run_fed(sens_worker *w, const sens_batch *B, const char *run, int n, const int *ids,
                          ql_tensor **arr, ql_error *err)
 {
     for (int k = 0; k < n; k++) {
-        w->feeds[k] = cached(w->s, B, arr, ids[k]);
+        w->feeds[k] = unit_of(w, B, cached(w->s, B, arr, ids[k]), k);
         if (!w->feeds[k])
             return ql_fail(err, QL_ERR_ARG, "internal: '%s' was not cached",
                            w->s->g->values[ids[k]].name);
@@ -122,8 +164,8 @@ static ql_status local_run(sens_worker *w, layer_work *lw, const sens_batch *B, 
     if (st != QL_OK)
         return st;
     w->want = ov;
-    w->want_ref = cached(s, B, B->flt, ov);
-    w->want_count = B->count;
+    w->want_ref = unit_of(w, B, cached(s, B, B->flt, ov), s->g->n_values);
+    w->want_count = w->un;
     w->sig = w->noise = 0;
     st = run_fed(w, B, lw->lrun, lw->n_lfeeds, lw->lfeeds, B->flt, err);
     w->want = -1;
@@ -192,6 +234,66 @@ static ql_status output_noise(sens_worker *w, const layer_work *lw, const sens_b
     return st;
 }
 
+/* The runs of one unit of batch B (samples [w->u0, w->u0 + w->un)): the
+ * mode's run, which also gives the layer's own output under the mode, and
+ * the local runs it did not give (only the layer quantized, weights only). */
+static ql_status unit_runs(sens_worker *w, layer_work *lw, const sens_batch *B, ql_error *err)
+{
+    sens_ctx *s = w->s;
+    const ql_graph *g = s->g;
+    const ql_qlayer *L = &s->q->layers[lw->layer];
+    ql_sens_mode mode = s->o->mode;
+    ql_status st = ql_exec_set_quant(w->x, &lw->plan, err);
+    if (st != QL_OK)
+        return st;
+    w->want = L->out_value;
+    w->want_ref = unit_of(w, B, cached(s, B, B->flt, L->out_value), g->n_values);
+    w->want_count = w->un;
+    w->sig = w->noise = 0;
+    if (s->o->brute_force) {
+        const ql_tensor *in[1] = {unit_of(w, B, B->input, 0)};
+        st = ql_exec_run(w->x, in, w->outs, err);
+    } else {
+        for (int k = 0; k < lw->n_feeds; k++)
+            if (!(w->feeds[k] = unit_of(w, B, cached(s, B, B->base, lw->feeds[k]), k)))
+                return ql_fail(err, QL_ERR_ARG, "internal: '%s' was not cached",
+                               g->values[lw->feeds[k]].name);
+        st = ql_exec_run_nodes(w->x, lw->run, lw->n_feeds, lw->feeds, w->feeds, w->outs, err);
+    }
+    w->want = -1;
+    if (st != QL_OK)
+        return st;
+    if (mode == QL_SENS_SINGLE) {
+        lw->loc_sig += w->sig;
+        lw->loc_noise += w->noise;
+    } else if (mode == QL_SENS_WEIGHTS) {
+        lw->w_noise += w->noise;
+    } else if (mode == QL_SENS_ACTIVATIONS) {
+        lw->a_noise += w->noise;
+    }
+    const ql_tensor *yf = unit_of(w, B, B->ref_out[0], g->n_values + 1), *yq = w->outs[0];
+    int64_t per = yf->ndim > 0 && yf->dims[0] > 0 ? ql_tensor_numel(yf) / yf->dims[0] : 0;
+    if (yf->dtype != QL_F32 || per <= 0 || ql_tensor_numel(yq) != ql_tensor_numel(yf))
+        st = ql_fail(err, QL_ERR_SHAPE, "output '%s' is not a float batch of per-sample scores",
+                     g->values[g->outputs[0]].name);
+    else
+        ql_metrics_add(&lw->m, yf->data, yq->data, w->un, per,
+                       s->labels ? s->labels + B->first + w->u0 : NULL);
+    for (int j = 0; j < g->n_outputs; j++) {
+        ql_tensor_free(w->outs[j]);
+        w->outs[j] = NULL;
+    }
+    if (st != QL_OK)
+        return st;
+    if (mode != QL_SENS_SINGLE &&
+        (st = local_run(w, lw, B, 0, &lw->loc_sig, &lw->loc_noise, err)) != QL_OK)
+        return st;
+    if (mode != QL_SENS_WEIGHTS && L->weight_value >= 0 &&
+        (st = local_run(w, lw, B, 1, NULL, &lw->w_noise, err)) != QL_OK)
+        return st;
+    return QL_OK;
+}
+
 static ql_status do_layer(sens_worker *w, layer_work *lw, ql_error *err)
 {
     sens_ctx *s = w->s;
@@ -213,57 +315,14 @@ static ql_status do_layer(sens_worker *w, layer_work *lw, ql_error *err)
         const sens_batch *B = &s->batches[b];
         if ((s->o->cancel && *s->o->cancel) || s->stop)
             return QL_ERR_CANCELLED;
-        if ((st = ql_exec_set_quant(w->x, &lw->plan, err)) != QL_OK)
-            return st;
-        /* the main run also gives the layer's own output under the mode */
-        w->want = L->out_value;
-        w->want_ref = cached(s, B, B->flt, L->out_value);
-        w->want_count = B->count;
-        w->sig = w->noise = 0;
-        if (s->o->brute_force) {
-            const ql_tensor *in[1] = {B->input};
-            st = ql_exec_run(w->x, in, w->outs, err);
-        } else {
-            for (int k = 0; k < lw->n_feeds; k++)
-                if (!(w->feeds[k] = cached(s, B, B->base, lw->feeds[k])))
-                    return ql_fail(err, QL_ERR_ARG, "internal: '%s' was not cached",
-                                   g->values[lw->feeds[k]].name);
-            st = ql_exec_run_nodes(w->x, lw->run, lw->n_feeds, lw->feeds, w->feeds, w->outs,
-                                   err);
+        int64_t unit = s->unit > 0 ? s->unit : B->count;
+        for (w->u0 = 0; w->u0 < B->count; w->u0 += unit) {
+            w->un = B->count - w->u0 < unit ? B->count - w->u0 : unit;
+            if ((st = unit_runs(w, lw, B, err)) != QL_OK)
+                return st;
         }
-        w->want = -1;
-        if (st != QL_OK)
-            return st;
-        if (mode == QL_SENS_SINGLE) {
-            lw->loc_sig += w->sig;
-            lw->loc_noise += w->noise;
-        } else if (mode == QL_SENS_WEIGHTS) {
-            lw->w_noise += w->noise;
-        } else if (mode == QL_SENS_ACTIVATIONS) {
-            lw->a_noise += w->noise;
-        }
-        const ql_tensor *yf = B->ref_out[0], *yq = w->outs[0];
-        int64_t per = yf->ndim > 0 && yf->dims[0] > 0 ? ql_tensor_numel(yf) / yf->dims[0] : 0;
-        if (yf->dtype != QL_F32 || per <= 0 || ql_tensor_numel(yq) != ql_tensor_numel(yf))
-            st = ql_fail(err, QL_ERR_SHAPE, "output '%s' is not a float batch of per-sample scores",
-                         g->values[g->outputs[0]].name);
-        else
-            ql_metrics_add(&lw->m, yf->data, yq->data, B->count, per,
-                           s->labels ? s->labels + B->first : NULL);
-        for (int j = 0; j < g->n_outputs; j++) {
-            ql_tensor_free(w->outs[j]);
-            w->outs[j] = NULL;
-        }
-        if (st != QL_OK)
-            return st;
-        /* the local figures the main run did not give: only the layer
-         * quantized, weights only, output quantizer only */
-        if (mode != QL_SENS_SINGLE &&
-            (st = local_run(w, lw, B, 0, &lw->loc_sig, &lw->loc_noise, err)) != QL_OK)
-            return st;
-        if (mode != QL_SENS_WEIGHTS && L->weight_value >= 0 &&
-            (st = local_run(w, lw, B, 1, NULL, &lw->w_noise, err)) != QL_OK)
-            return st;
+        w->u0 = 0;
+        w->un = B->count;
         if (mode != QL_SENS_ACTIVATIONS && (st = output_noise(w, lw, B, &lw->a_noise, err)) != QL_OK)
             return st;
     }
@@ -318,6 +377,8 @@ static void worker_clear(sens_worker *w)
     free(w->feeds);
     free(w->outs);
     free(w->obs);
+    free(w->views);
+    free(w->co.seen);
 }
 
 static ql_status worker_init(sens_ctx *s, sens_worker *w, ql_error *err)
@@ -335,7 +396,9 @@ static ql_status worker_init(sens_ctx *s, sens_worker *w, ql_error *err)
     w->feeds = calloc(nv + (size_t)s->g->n_outputs, sizeof *w->feeds);
     w->outs = calloc((size_t)s->g->n_outputs + 1, sizeof *w->outs);
     w->obs = calloc(nv, 1);
-    if (!w->feeds || !w->outs || !w->obs)
+    w->views = calloc(nv + 2, sizeof *w->views);
+    w->co.seen = calloc(nv, sizeof *w->co.seen);
+    if (!w->feeds || !w->outs || !w->obs || !w->views || !w->co.seen)
         return ql_fail(err, QL_ERR_NOMEM, "out of memory");
     return QL_OK;
 }
@@ -460,6 +523,7 @@ ql_status ql_sensitivity(ql_model *m, const ql_qnet *q, const ql_qconfig *c,
     s.o = o;
     s.labels = labels;
     s.float_base = o->mode != QL_SENS_ALL_BUT;
+    s.unit = unit_for(g);
     if ((st = ql_qsim_build(q, c, &full, err)) != QL_OK)
         goto cleanup;
     s.plans.q = q;
