@@ -5,7 +5,6 @@
 #include "calibrate.h"
 
 #include <math.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,23 +96,16 @@ typedef struct split_ctx {
     int in;                /* the input value */
     collect_ctx *cc;       /* per thread */
     ql_exec **x;           /* per thread */
-    pthread_mutex_t lock;
-    ql_status st;
-    ql_error err;
-    volatile int stop;
+    ql_first_error fe;
 } split_ctx;
 
 static void split_units(void *arg, int64_t b, int64_t e, int tid)
 {
     split_ctx *sc = arg;
     collect_ctx *c = &sc->cc[tid];
-    size_t row = ql_tensor_nbytes(sc->feed) / (size_t)sc->feed->dims[0];
-    for (int64_t u = b; u < e && !sc->stop; u++) {
+    for (int64_t u = b; u < e && !sc->fe.stop; u++) {
         int64_t lo = u * SPLIT_UNIT, n = sc->count - lo < SPLIT_UNIT ? sc->count - lo : SPLIT_UNIT;
-        ql_tensor view = *sc->feed;
-        view.dims[0] = n;
-        view.data = (char *)sc->feed->data + (size_t)lo * row;
-        view.owns = false;
+        ql_tensor view = ql_tensor_rows(sc->feed, lo, n);
         c->count = c->batch = n;
         if (c->hist_of[sc->in] >= 0)
             add_batch(c, c->hist_of[sc->in], &view);
@@ -125,15 +117,8 @@ static void split_units(void *arg, int64_t b, int64_t e, int tid)
             ql_tensor_free(outs[j]);
         if (st == QL_OK && c->st != QL_OK)
             st = ql_fail(&er, c->st, "out of memory for calibration statistics");
-        if (st != QL_OK) {
-            pthread_mutex_lock(&sc->lock);
-            if (sc->st == QL_OK) {
-                sc->st = st;
-                sc->err = er;
-            }
-            sc->stop = 1;
-            pthread_mutex_unlock(&sc->lock);
-        }
+        if (st != QL_OK)
+            ql_first_error_set(&sc->fe, st, &er);
     }
 }
 
@@ -146,11 +131,11 @@ static ql_status collect_split(ql_model *m, const ql_dataset *d, const ql_calib_
     ql_pool *pool = ql_pool_new(threads);
     ql_exec_ctx pctx;
     ql_batcher b = {0};
-    split_ctx sc = {.in = g->inputs[0], .st = QL_OK};
+    split_ctx sc = {.in = g->inputs[0]};
     ql_calib_stats **part = calloc((size_t)threads, sizeof *part);
     sc.cc = calloc((size_t)threads, sizeof *sc.cc);
     sc.x = calloc((size_t)threads, sizeof *sc.x);
-    pthread_mutex_init(&sc.lock, NULL);
+    ql_first_error_init(&sc.fe);
     ql_status st = QL_OK;
     if (g->n_outputs > 64) {
         ql_pool_free(pool);
@@ -187,9 +172,9 @@ static ql_status collect_split(ql_model *m, const ql_dataset *d, const ql_calib_
             break;
         sc.count = count;
         ql_parallel_for(&pctx, (count + SPLIT_UNIT - 1) / SPLIT_UNIT, 1, split_units, &sc);
-        if (sc.st != QL_OK) {
-            *err = sc.err;
-            st = ql_fail_prefix(err, sc.st, "%s: samples %lld-%lld", d->source,
+        if (sc.fe.st != QL_OK) {
+            *err = sc.fe.err;
+            st = ql_fail_prefix(err, sc.fe.st, "%s: samples %lld-%lld", d->source,
                                 (long long)first, (long long)(first + count - 1));
             break;
         }
@@ -215,7 +200,7 @@ static ql_status collect_split(ql_model *m, const ql_dataset *d, const ql_calib_
     free(part);
     free(sc.cc);
     free(sc.x);
-    pthread_mutex_destroy(&sc.lock);
+    ql_first_error_destroy(&sc.fe);
     return st;
 }
 

@@ -5,7 +5,6 @@
 #include "exec.h"
 
 #include <math.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -607,10 +606,7 @@ typedef struct split_job {
     const ql_tensor *const *inputs;
     int64_t n;        /* samples */
     ql_tensor **res;  /* per sample, its outputs: res[i * n_outputs + j] */
-    pthread_mutex_t lock;
-    ql_status st;
-    ql_error err;
-    volatile int stop;
+    ql_first_error fe;
 } split_job;
 
 static void split_tasks(void *arg, int64_t begin, int64_t end, int tid)
@@ -619,26 +615,15 @@ static void split_tasks(void *arg, int64_t begin, int64_t end, int tid)
     const ql_graph *g = j->x->g;
     ql_tensor view[QL_MAX_IO * 4];
     const ql_tensor *in[QL_MAX_IO * 4];
-    for (int64_t i = begin; i < end && !j->stop; i++) {
+    for (int64_t i = begin; i < end && !j->fe.stop; i++) {
         for (int k = 0; k < g->n_inputs; k++) {
-            const ql_tensor *t = j->inputs[k];
-            view[k] = *t;
-            view[k].dims[0] = 1;
-            view[k].data = (char *)t->data + (size_t)i * (ql_tensor_nbytes(t) / (size_t)j->n);
-            view[k].owns = false;
+            view[k] = ql_tensor_rows(j->inputs[k], i, 1);
             in[k] = &view[k];
         }
         ql_error e = {{0}};
         ql_status st = ql_exec_run(j->x->sub[tid], in, j->res + i * g->n_outputs, &e);
-        if (st != QL_OK) {
-            pthread_mutex_lock(&j->lock);
-            if (j->st == QL_OK) {
-                j->st = st;
-                j->err = e;
-            }
-            j->stop = 1;
-            pthread_mutex_unlock(&j->lock);
-        }
+        if (st != QL_OK)
+            ql_first_error_set(&j->fe, st, &e);
     }
 }
 
@@ -705,15 +690,15 @@ static ql_status run_split(ql_exec *x, const ql_tensor *const *inputs, int64_t n
         if (st != QL_OK)
             return st;
     }
-    split_job j = {.x = x, .inputs = inputs, .n = n, .st = QL_OK};
+    split_job j = {.x = x, .inputs = inputs, .n = n};
     j.res = calloc((size_t)n * (size_t)g->n_outputs, sizeof *j.res);
     if (!j.res)
         return ql_fail(err, QL_ERR_NOMEM, "out of memory");
-    pthread_mutex_init(&j.lock, NULL);
+    ql_first_error_init(&j.fe);
     ql_parallel_for(&x->ctx, n, 1, split_tasks, &j);
-    ql_status st = j.st;
+    ql_status st = j.fe.st;
     if (st != QL_OK)
-        *err = j.err;
+        *err = j.fe.err;
     int joined = 0;
     while (st == QL_OK && joined < g->n_outputs)
         if ((st = split_join(&j, joined, &outputs[joined], err)) == QL_OK)
@@ -726,7 +711,7 @@ static ql_status run_split(ql_exec *x, const ql_tensor *const *inputs, int64_t n
     for (int64_t i = 0; i < n * g->n_outputs; i++)
         ql_tensor_free(j.res[i]);
     free(j.res);
-    pthread_mutex_destroy(&j.lock);
+    ql_first_error_destroy(&j.fe);
     return st;
 }
 

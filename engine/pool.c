@@ -246,3 +246,24 @@ void ql_ctx_destroy(ql_exec_ctx *ctx)
     ctx->scratch = NULL;
     ctx->scratch_size = 0;
 }
+
+void ql_first_error_init(ql_first_error *f)
+{
+    pthread_mutex_init(&f->lock, NULL);
+    f->st = QL_OK;
+    f->err.msg[0] = 0;
+    f->stop = 0;
+}
+
+void ql_first_error_destroy(ql_first_error *f) { pthread_mutex_destroy(&f->lock); }
+
+void ql_first_error_set(ql_first_error *f, ql_status st, const ql_error *err)
+{
+    pthread_mutex_lock(&f->lock);
+    if (f->st == QL_OK) {
+        f->st = st;
+        f->err = *err;
+    }
+    f->stop = 1;
+    pthread_mutex_unlock(&f->lock);
+}

@@ -3,6 +3,7 @@
 #ifndef QL_POOL_H
 #define QL_POOL_H
 
+#include <pthread.h>
 #include <stddef.h>
 
 #include "op.h"
@@ -32,5 +33,19 @@ struct ql_exec_ctx {
 
 void ql_ctx_init(ql_exec_ctx *ctx, ql_pool *pool);
 void ql_ctx_destroy(ql_exec_ctx *ctx);
+
+/* The first error of work shared over threads, and the flag that tells
+ * the others to stop. */
+typedef struct ql_first_error {
+    pthread_mutex_t lock;
+    ql_status st;
+    ql_error err;
+    volatile int stop;
+} ql_first_error;
+
+void ql_first_error_init(ql_first_error *f);
+void ql_first_error_destroy(ql_first_error *f);
+/* Keeps st and err when they are the first; sets stop either way. */
+void ql_first_error_set(ql_first_error *f, ql_status st, const ql_error *err);
 
 #endif

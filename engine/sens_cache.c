@@ -301,15 +301,8 @@ ql_status sens_base_batch(sens_ctx *s, ql_exec *x, cache_obs *co, int b, ql_tens
         for (co->u0 = 0; co->u0 < B->count && st == QL_OK; co->u0 += unit) {
             co->un = B->count - co->u0 < unit ? B->count - co->u0 : unit;
             co->run++;
-            ql_tensor view = *B->input;
-            const ql_tensor *in[1] = {B->input};
-            if (co->un < B->count) {
-                size_t per = ql_tensor_nbytes(B->input) / (size_t)B->count;
-                view.dims[0] = co->un;
-                view.data = (char *)B->input->data + (size_t)co->u0 * per;
-                view.owns = false;
-                in[0] = &view;
-            }
+            ql_tensor view = ql_tensor_rows(B->input, co->u0, co->un);
+            const ql_tensor *in[1] = {&view};
             if ((st = ql_exec_run(x, in, outs, err)) != QL_OK)
                 break;
             /* float outputs are the reference; the base's are fed */

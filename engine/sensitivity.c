@@ -129,12 +129,8 @@ static const ql_tensor *unit_of(sens_worker *w, const sens_batch *B, const ql_te
 {
     if (!t || (w->u0 == 0 && w->un == B->count) || t->ndim < 1 || t->dims[0] != B->count)
         return t;
-    ql_tensor *v = &w->views[k];
-    *v = *t;
-    v->dims[0] = w->un;
-    v->data = (char *)t->data + (size_t)w->u0 * (ql_tensor_nbytes(t) / (size_t)B->count);
-    v->owns = false;
-    return v;
+    w->views[k] = ql_tensor_rows(t, w->u0, w->un);
+    return &w->views[k];
 }
 
 static ql_status run_fed(sens_worker *w, const sens_batch *B, const char *run, int n, const int *ids,

@@ -107,6 +107,16 @@ void ql_tensor_release(ql_tensor *t)
     t->owns = false;
 }
 
+ql_tensor ql_tensor_rows(const ql_tensor *t, int64_t first, int64_t count)
+{
+    ql_tensor v = *t;
+    size_t row = t->dims[0] > 0 ? ql_tensor_nbytes(t) / (size_t)t->dims[0] : 0;
+    v.dims[0] = count;
+    v.data = (char *)t->data + (size_t)first * row;
+    v.owns = false;
+    return v;
+}
+
 void ql_tensor_free(ql_tensor *t)
 {
     if (!t)

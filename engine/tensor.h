@@ -52,6 +52,9 @@ size_t ql_tensor_nbytes(const ql_tensor *t);
 ql_tensor *ql_tensor_new(ql_dtype dt, int ndim, const int64_t *dims);
 /* New tensor header viewing `data` (not owned). */
 ql_tensor *ql_tensor_wrap(ql_dtype dt, int ndim, const int64_t *dims, void *data);
+/* A header viewing rows [first, first + count) of t along axis 0 (rank at
+ * least 1), not owning them. */
+ql_tensor ql_tensor_rows(const ql_tensor *t, int64_t first, int64_t count);
 /* Deep copy (owning). */
 ql_tensor *ql_tensor_clone(const ql_tensor *t);
 void ql_tensor_free(ql_tensor *t);

@@ -132,50 +132,6 @@ static const dc_fn dc_table[2][DC_MAX_MB + 1][DC_MAX_NB + 1] = {
 #define CV_P 6
 #define CV_M 16
 
-/* the 8x8 transpose: r[i] element c -> r[c] element i */
-QL_INLINE void cv_transpose8(ql_v8 r[8])
-{
-    static const ql_v8i lo = {0, 8, 1, 9, 4, 12, 5, 13}, hi = {2, 10, 3, 11, 6, 14, 7, 15};
-    static const ql_v8i s44 = {0, 1, 8, 9, 4, 5, 12, 13}, sEE = {2, 3, 10, 11, 6, 7, 14, 15};
-    static const ql_v8i p20 = {0, 1, 2, 3, 8, 9, 10, 11}, p31 = {4, 5, 6, 7, 12, 13, 14, 15};
-    ql_v8 t[8], u[8];
-    for (int i = 0; i < 8; i += 2) {
-        t[i] = __builtin_shuffle(r[i], r[i + 1], lo);
-        t[i + 1] = __builtin_shuffle(r[i], r[i + 1], hi);
-    }
-    for (int i = 0; i < 8; i += 4) {
-        u[i] = __builtin_shuffle(t[i], t[i + 2], s44);
-        u[i + 1] = __builtin_shuffle(t[i], t[i + 2], sEE);
-        u[i + 2] = __builtin_shuffle(t[i + 1], t[i + 3], s44);
-        u[i + 3] = __builtin_shuffle(t[i + 1], t[i + 3], sEE);
-    }
-    for (int i = 0; i < 4; i++) {
-        r[i] = __builtin_shuffle(u[i], u[i + 4], p20);
-        r[i + 4] = __builtin_shuffle(u[i], u[i + 4], p31);
-    }
-}
-
-/* n (< 8) floats in and out of a vector, without library calls */
-QL_INLINE void cv_add_n(ql_v8 *v, const float *s, int64_t n)
-{
-    float t[8] = {0};
-    for (int64_t i = 0; i < n; i++) {
-        __asm__("" : "+r"(i));
-        t[i] = s[i];
-    }
-    *v += QL_LD8(t);
-}
-
-QL_INLINE void cv_store_n(float *d, ql_v8 v, int64_t n)
-{
-    float t[8];
-    QL_ST8(t, v);
-    for (int64_t i = 0; i < n; i++) {
-        __asm__("" : "+r"(i));
-        d[i] = t[i];
-    }
-}
-
 QL_INLINE void cv_body(int64_t K, const float *restrict wp, const float *restrict src,
                        const int64_t *restrict koff, const int64_t *pix, const float *bias16,
                        float *y, int64_t ystride, const float *add, int64_t mn, int64_t np,
@@ -204,20 +160,20 @@ QL_INLINE void cv_body(int64_t K, const float *restrict wp, const float *restric
 #pragma GCC unroll 8
         for (int p = 0; p < 8; p++)
             r[p] = acc[p < CV_P ? p : CV_P - 1][h];
-        cv_transpose8(r);
+        ql_transpose8(r);
         for (int c = 0; c < 8 && 8 * h + c < mn; c++) {
             int64_t off = (8 * h + c) * ystride;
             ql_v8 v = r[c];
             if (add && wide)
                 v += QL_LD8(add + off);
             else if (add)
-                cv_add_n(&v, add + off, np);
+                ql_add_n(&v, add + off, np);
             if (act.on)
                 v = QL_V8_CLAMP(v, lo, hi);
             if (wide)
                 QL_ST8(y + off, v);
             else
-                cv_store_n(y + off, v, np);
+                ql_store_n(y + off, v, np);
         }
     }
 }

@@ -33,29 +33,6 @@ typedef struct dw8_job {
     int fast;
 } dw8_job;
 
-/* the 8x8 transpose: r[i] element c -> r[c] element i */
-QL_INLINE void dw8_transpose(ql_v8 r[8])
-{
-    static const ql_v8i lo = {0, 8, 1, 9, 4, 12, 5, 13}, hi = {2, 10, 3, 11, 6, 14, 7, 15};
-    static const ql_v8i s44 = {0, 1, 8, 9, 4, 5, 12, 13}, sEE = {2, 3, 10, 11, 6, 7, 14, 15};
-    static const ql_v8i p20 = {0, 1, 2, 3, 8, 9, 10, 11}, p31 = {4, 5, 6, 7, 12, 13, 14, 15};
-    ql_v8 t[8], u[8];
-    for (int i = 0; i < 8; i += 2) {
-        t[i] = __builtin_shuffle(r[i], r[i + 1], lo);
-        t[i + 1] = __builtin_shuffle(r[i], r[i + 1], hi);
-    }
-    for (int i = 0; i < 8; i += 4) {
-        u[i] = __builtin_shuffle(t[i], t[i + 2], s44);
-        u[i + 1] = __builtin_shuffle(t[i], t[i + 2], sEE);
-        u[i + 2] = __builtin_shuffle(t[i + 1], t[i + 3], s44);
-        u[i + 3] = __builtin_shuffle(t[i + 1], t[i + 3], sEE);
-    }
-    for (int i = 0; i < 4; i++) {
-        r[i] = __builtin_shuffle(u[i], u[i + 4], p20);
-        r[i + 4] = __builtin_shuffle(u[i], u[i + 4], p31);
-    }
-}
-
 /* The task's 8 channels (nc of them real, zeros for the rest) into
  * buf[(r * wp + j) * 8 + c], r and j padded coordinates; src[c] is
  * channel c's image. The image goes 8 pixels at a time in its own order
@@ -101,7 +78,7 @@ QL_INLINE void dw8_fill(const dw8_job *j, const float *const src[8], int64_t nc,
                 v[c] = QL_LD8(src[c] + f);
             else
                 v[c] = QL_V8(0.0f);
-        dw8_transpose(v);
+        ql_transpose8(v);
         int64_t row = f / iw, col = f % iw;
 #pragma GCC unroll 8
         for (int k = 0; k < 8; k++) {
@@ -110,27 +87,6 @@ QL_INLINE void dw8_fill(const dw8_job *j, const float *const src[8], int64_t nc,
             if (++col == iw)
                 col = 0, row++;
         }
-    }
-}
-
-/* n (< 8) floats in and out of a vector, without library calls */
-QL_INLINE void dw8_add_n(ql_v8 *v, const float *s, int64_t n)
-{
-    float t[8] = {0};
-    for (int64_t i = 0; i < n; i++) {
-        __asm__("" : "+r"(i));
-        t[i] = s[i];
-    }
-    *v += QL_LD8(t);
-}
-
-QL_INLINE void dw8_store_n(float *dst, ql_v8 v, int64_t n)
-{
-    float t[8];
-    QL_ST8(t, v);
-    for (int64_t i = 0; i < n; i++) {
-        __asm__("" : "+r"(i));
-        dst[i] = t[i];
     }
 }
 
@@ -181,7 +137,7 @@ QL_INLINE void dw8_body(const dw8_job *j, int64_t img, int64_t c0, int64_t nc, f
 #pragma GCC unroll 8
             for (int p = 0; p < 8; p++)
                 acc[p] = QL_V8_CLAMP(acc[p], lo, hi);
-        dw8_transpose(acc);
+        ql_transpose8(acc);
         for (int c = 0; c < nc; c++) {
             int64_t off = (img * d->M + c0 + c) * OHW + p0;
             ql_v8 v = acc[c];
@@ -189,14 +145,14 @@ QL_INLINE void dw8_body(const dw8_job *j, int64_t img, int64_t c0, int64_t nc, f
                 if (np == 8)
                     v += QL_LD8(j->add + off);
                 else
-                    dw8_add_n(&v, j->add + off, np);
+                    ql_add_n(&v, j->add + off, np);
                 if (j->act.on)
                     v = QL_V8_CLAMP(v, lo, hi);
             }
             if (np == 8)
                 QL_ST8(j->y + off, v);
             else
-                dw8_store_n(j->y + off, v, np);
+                ql_store_n(j->y + off, v, np);
         }
     }
 }

@@ -74,6 +74,51 @@ static inline void ql_stream_fence(void) {}
 #define QL_V8_CLAMP(a, lo, hi) \
     ({ ql_v8 x_ = (a), l_ = (lo), h_ = (hi); x_ = QL_V8_SEL(x_ < l_, x_, l_); QL_V8_SEL(x_ > h_, x_, h_); })
 
+/* the 8x8 transpose: r[i] element c -> r[c] element i */
+QL_INLINE void ql_transpose8(ql_v8 r[8])
+{
+    static const ql_v8i lo = {0, 8, 1, 9, 4, 12, 5, 13}, hi = {2, 10, 3, 11, 6, 14, 7, 15};
+    static const ql_v8i s44 = {0, 1, 8, 9, 4, 5, 12, 13}, sEE = {2, 3, 10, 11, 6, 7, 14, 15};
+    static const ql_v8i p20 = {0, 1, 2, 3, 8, 9, 10, 11}, p31 = {4, 5, 6, 7, 12, 13, 14, 15};
+    ql_v8 t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = __builtin_shuffle(r[i], r[i + 1], lo);
+        t[i + 1] = __builtin_shuffle(r[i], r[i + 1], hi);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = __builtin_shuffle(t[i], t[i + 2], s44);
+        u[i + 1] = __builtin_shuffle(t[i], t[i + 2], sEE);
+        u[i + 2] = __builtin_shuffle(t[i + 1], t[i + 3], s44);
+        u[i + 3] = __builtin_shuffle(t[i + 1], t[i + 3], sEE);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = __builtin_shuffle(u[i], u[i + 4], p20);
+        r[i + 4] = __builtin_shuffle(u[i], u[i + 4], p31);
+    }
+}
+
+/* v += n (< 8) floats from s, and n floats of v stored at d, without
+ * library calls (the empty asm keeps GCC from making them memcpy) */
+QL_INLINE void ql_add_n(ql_v8 *v, const float *s, int64_t n)
+{
+    float t[8] = {0};
+    for (int64_t i = 0; i < n; i++) {
+        __asm__("" : "+r"(i));
+        t[i] = s[i];
+    }
+    *v += QL_LD8(t);
+}
+
+QL_INLINE void ql_store_n(float *d, ql_v8 v, int64_t n)
+{
+    float t[8];
+    QL_ST8(t, v);
+    for (int64_t i = 0; i < n; i++) {
+        __asm__("" : "+r"(i));
+        d[i] = t[i];
+    }
+}
+
 /* True when the AVX2+FMA kernel builds can run here. (ops/gemm.c) */
 int ql_cpu_fast(void);
 
