@@ -113,6 +113,8 @@ static bool node_keeps_apart(const ql_graph *g, const ql_node *n, const bool *ca
             return false;
     if (!x_carries || x->ndim < 1)
         return false;
+    if (!strcmp(n->op_type, "BatchNormalization") && ql_attr_int(n, "training_mode", 0))
+        return false; /* statistics over the batch */
     if (is_op(n, per_sample))
         return x->ndim == r;
     if (!strcmp(n->op_type, "Softmax") || !strcmp(n->op_type, "LogSoftmax"))
