@@ -338,6 +338,7 @@ static inline block_ext bin_block(uint32_t *even, uint32_t *odd, const float *x,
 #define HAVE_BIN_BLOCK8 1
 typedef float v8 __attribute__((vector_size(32)));
 typedef int32_t v8i __attribute__((vector_size(32)));
+typedef uint32_t v8u32 __attribute__((vector_size(32)));
 typedef float v8u __attribute__((vector_size(32), aligned(4), may_alias));
 
 /* bin_block 8 lanes at a time, for CPUs with AVX2 (chosen at run time;
@@ -377,14 +378,17 @@ __attribute__((target("avx2"))) static block_ext bin_block8(uint32_t *even, uint
             down |= (xv < zero) & (t == zero);
         b += down + half;
         b = (b & ~zl) | (dump & zl);
-        even[b[0]] += d;
-        odd[b[1]] += d;
-        even[b[2]] += d;
-        odd[b[3]] += d;
-        even[b[4]] += d;
-        odd[b[5]] += d;
-        even[b[6]] += d;
-        odd[b[7]] += d;
+        /* the indices are never negative: as unsigned they need no sign
+         * extension before addressing */
+        v8u32 ub = (v8u32)b;
+        even[ub[0]] += d;
+        odd[ub[1]] += d;
+        even[ub[2]] += d;
+        odd[ub[3]] += d;
+        even[ub[4]] += d;
+        odd[ub[5]] += d;
+        even[ub[6]] += d;
+        odd[ub[7]] += d;
     }
     block_ext e = {INFINITY, -INFINITY, false};
     float sum = 0;
