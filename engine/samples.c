@@ -1,11 +1,13 @@
 /* Whether a graph keeps the samples of a batch apart (graph.h).
  *
  * A value "carries the batch" when it is computed from a graph input; it
- * must then carry it along axis 0 with nothing else mixed in, and every
- * node reading such a value must compute each sample's part of its output
- * from that sample's part of its inputs alone. Then running a batch a
- * sample at a time and joining the outputs along axis 0 is the same
- * computation, sample by sample. The rules are an allow-list: an op not
+ * must then carry it along axis 0, one row a sample, with nothing else
+ * mixed in, and every node reading such a value must compute each sample's
+ * part of its output from that sample's part of its inputs alone. Then
+ * running a batch a sample (or a few) at a time and joining the outputs
+ * along axis 0 is the same computation, sample by sample, and a run of
+ * samples [a, b) sees rows [a, b) of every value (which the sensitivity
+ * analysis's cache relies on). The rules are an allow-list: an op not
  * known to keep samples apart, an axis attribute or constant that reaches
  * axis 0, or a shape that is not known, and the answer is no. */
 #include <stdlib.h>
@@ -127,10 +129,9 @@ static bool node_keeps_apart(const ql_graph *g, const ql_node *n, const bool *ca
     }
     if (!strcmp(n->op_type, "Split"))
         return axis_attr_not_0(n, 0, x->ndim);
-    if (!strcmp(n->op_type, "Flatten")) { /* axis 0 would make one row of all samples */
+    if (!strcmp(n->op_type, "Flatten")) { /* 0: one row of all samples; 2 on: rows a sample */
         int64_t a = ql_attr_int(n, "axis", 1);
-        a = a < 0 ? a + x->ndim : a;
-        return a >= 1 && a <= x->ndim;
+        return (a < 0 ? a + x->ndim : a) == 1;
     }
     if (!strcmp(n->op_type, "Gather"))
         return axis_attr_not_0(n, 0, x->ndim);
@@ -165,16 +166,28 @@ static bool node_keeps_apart(const ql_graph *g, const ql_node *n, const bool *ca
         return s && s->dtype == QL_F32 && ql_tensor_numel(s) == x->ndim &&
                ((const float *)s->data)[0] == 1.0f;
     }
-    if (!strcmp(n->op_type, "Reshape")) { /* axis 0 copied, or the one inferred */
+    if (!strcmp(n->op_type, "Reshape")) {
+        /* axis 0 copied, or inferred from the rest holding exactly one
+         * sample's elements (else a sample would span several rows) */
         if (ql_attr_int(n, "allowzero", 0))
             return false;
         cnt = ints_of(g, n, 1, NULL, v, QL_MAX_DIMS);
         if (cnt < 1 || (v[0] != 0 && v[0] != -1))
             return false;
-        for (int k = 1; k < cnt; k++)
-            if (v[k] == -1 && v[0] == -1)
-                return false;
-        return true;
+        if (v[0] == 0)
+            return true;
+        int64_t per = 1, rest = 1;
+        bool known = true;
+        for (int i = 1; i < x->ndim; i++) {
+            known &= x->dims[i] > 0;
+            per *= x->dims[i] > 0 ? x->dims[i] : 1;
+        }
+        for (int k = 1; k < cnt; k++) {
+            int64_t e = v[k] == 0 && k < x->ndim ? x->dims[k] : v[k];
+            known &= e > 0;
+            rest *= e > 0 ? e : 1;
+        }
+        return known && per == rest;
     }
     return false;
 }

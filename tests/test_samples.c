@@ -2,8 +2,8 @@
  * (ql_graph_samples_apart, engine/samples.c), and the executor running
  * such a batch a sample at a time (ql_exec_opts.split_samples): the same
  * bits for any thread count, the same bits as each sample run alone, the
- * outputs joined along axis 0 (several rows per sample included), a batch
- * of one and a cancelled run. */
+ * outputs joined along axis 0, a batch of one, a cancelled run, and a
+ * graph with several rows a sample left whole. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -149,7 +149,8 @@ static void test_apart_rules(void **state)
     assert_true(apart1("Softmax", 2, X2, NULL, 0)); /* opset 13: the last axis */
     assert_false(apart1("Flatten", 4, X4, "axis", 0));
     assert_true(apart1("Flatten", 4, X4, "axis", 1));
-    assert_true(apart1("Flatten", 4, X4, "axis", 2)); /* several rows a sample */
+    assert_true(apart1("Flatten", 4, X4, "axis", -3));
+    assert_false(apart1("Flatten", 4, X4, "axis", 2)); /* several rows a sample */
     assert_false(apart1("Shape", 4, X4, NULL, 0));
     /* axes */
     int64_t p1[4] = {1, 0, 2, 3}, p2[4] = {0, 2, 3, 1}, a0[1] = {0}, a23[2] = {2, 3};
@@ -166,11 +167,15 @@ static void test_apart_rules(void **state)
     x = g->inputs[0], xx[0] = xx[1] = x;
     g_int(g, g_node(g, "Concat", 2, xx), "axis", 1);
     assert_true(apart(g));
-    /* Reshape: axis 0 copied or inferred, never a fixed count */
-    int64_t s1[2] = {1, -1}, s0[2] = {0, -1}, sm[2] = {-1, 12};
+    /* Reshape: axis 0 copied, or inferred from one sample's elements;
+     * never a fixed count, nor several rows a sample */
+    int64_t s1[2] = {1, -1}, s0[2] = {0, -1}, sm[2] = {-1, 36}, s9[2] = {-1, 9};
+    int64_t s3[4] = {-1, 0, 9, 1};
     assert_false(apart2("Reshape", 4, X4, 2, NULL, true, s1));
     assert_true(apart2("Reshape", 4, X4, 2, NULL, true, s0));
     assert_true(apart2("Reshape", 4, X4, 2, NULL, true, sm));
+    assert_true(apart2("Reshape", 4, X4, 4, NULL, true, s3));
+    assert_false(apart2("Reshape", 4, X4, 2, NULL, true, s9));
     int64_t u0[1] = {0}, u1[1] = {1};
     assert_false(apart2("Unsqueeze", 2, X2, 1, NULL, true, u0));
     assert_true(apart2("Unsqueeze", 2, X2, 1, NULL, true, u1));
@@ -243,8 +248,8 @@ static void test_split_example(void **state)
     ql_model_free(m);
 }
 
-/* Several output rows a sample (Reshape [-1, 3] of [N, 4, 3]): joined along
- * axis 0 in sample order, as the whole batch gives them. */
+/* Several rows a sample (Reshape [-1, 3] of [N, 4, 3]): refused, so a
+ * split run takes the batch whole, and gives what a plain run gives. */
 static void test_split_rows(void **state)
 {
     (void)state;
@@ -258,7 +263,7 @@ static void test_split_rows(void **state)
     if (ql_graph_toposort(g, &err) || ql_graph_bind_ops(g, &err) ||
         ql_graph_infer_shapes(g, &err) || ql_graph_prepare(g, &err))
         fail_msg("graph setup: %s", err.msg);
-    assert_true(ql_graph_samples_apart(g));
+    assert_false(ql_graph_samples_apart(g));
     int64_t bd[3] = {5, 4, 3};
     ql_tensor *xb = ql_tensor_new(QL_F32, 3, bd);
     float *xv = xb->data;
