@@ -670,19 +670,17 @@ static ql_status run_split(ql_exec *x, const ql_tensor *const *inputs, int64_t n
 {
     ql_graph *g = x->g;
     int threads = ql_pool_threads(x->pool);
-    if (!x->sub) {
-        x->sub = calloc((size_t)threads, sizeof *x->sub);
-        if (!x->sub)
-            return ql_fail(err, QL_ERR_NOMEM, "out of memory");
-        ql_exec_opts so = x->opts;
-        so.n_threads = 1;
-        so.split_samples = false;
-        so.reuse_buffers = true; /* the same shapes, sample after sample */
-        for (; x->n_sub < threads; x->n_sub++) {
-            ql_status st = ql_exec_new(g, &so, &x->sub[x->n_sub], err);
-            if (st != QL_OK)
-                return st;
-        }
+    if (!x->sub && !(x->sub = calloc((size_t)threads, sizeof *x->sub)))
+        return ql_fail(err, QL_ERR_NOMEM, "out of memory");
+    /* made at the first split run, and again after one that failed part way */
+    ql_exec_opts so = x->opts;
+    so.n_threads = 1;
+    so.split_samples = false;
+    so.reuse_buffers = true; /* the same shapes, sample after sample */
+    for (; x->n_sub < threads; x->n_sub++) {
+        ql_status st = ql_exec_new(g, &so, &x->sub[x->n_sub], err);
+        if (st != QL_OK)
+            return st;
     }
     bool fq = x->quant.act || x->quant.constants;
     for (int t = 0; t < x->n_sub; t++) {

@@ -9,6 +9,42 @@
 
 #define ARENA_ALIGN ((size_t)2 << 20) /* a huge page, where the system has them */
 
+/* Copies t into *dst: as rows [u0, u0 + t->dims[0]) of a tensor of count
+ * rows when count > 0, else whole. *dst is made at the first copy, in the
+ * batch's arena while it has room, else with its own buffer. */
+static bool store_rows(sens_batch *B, ql_tensor **dst, const ql_tensor *t, int64_t u0,
+                       int64_t count)
+{
+    size_t n = ql_tensor_nbytes(t), row = count > 0 ? n / (size_t)t->dims[0] : 0;
+    if (!*dst) {
+        int64_t dims[QL_MAX_DIMS];
+        memcpy(dims, t->dims, sizeof dims);
+        if (count > 0)
+            dims[0] = count;
+        size_t need = ((count > 0 ? row * (size_t)count : n) + 63) & ~(size_t)63;
+        if (B->mem && need <= B->mem_size - B->mem_used) {
+            if ((*dst = ql_tensor_wrap(t->dtype, t->ndim, dims, B->mem + B->mem_used)))
+                B->mem_used += need;
+        } else if ((*dst = ql_tensor_wrap(t->dtype, t->ndim, dims, NULL)) &&
+                   ql_tensor_alloc(*dst) != QL_OK) {
+            ql_tensor_free(*dst);
+            *dst = NULL;
+        }
+        if (!*dst)
+            return false;
+    }
+    memcpy((char *)(*dst)->data + (size_t)u0 * row, t->data, n);
+    return true;
+}
+
+/* Whether t is a unit's slice of a batch value (batch axis first, one row
+ * a sample: ql_graph_samples_apart), rather than a whole batch or a value
+ * without the batch. */
+static bool is_slice(const cache_obs *c, const ql_tensor *t)
+{
+    return c->un < c->batch->count && t->ndim >= 1 && t->dims[0] == c->un;
+}
+
 bool sens_cache_observer(void *user, const ql_graph *g, int node, int value, const ql_tensor *t)
 {
     (void)g;
@@ -17,67 +53,26 @@ bool sens_cache_observer(void *user, const ql_graph *g, int node, int value, con
     if (!c->mask[value] || c->seen[value] == c->run)
         return true;
     c->seen[value] = c->run;
-    sens_batch *B = c->batch;
-    /* the unit's slice of a batch tensor (batch axis first); anything
-     * else (a whole batch, or a value without the batch) as it is, once */
-    bool slice = c->un < B->count && t->ndim >= 1 && t->dims[0] == c->un;
+    bool slice = is_slice(c, t);
     if (c->dst[value] && !slice)
-        return true;
-    size_t n = ql_tensor_nbytes(t), whole = slice ? n / (size_t)c->un * (size_t)B->count : n;
-    if (!c->dst[value]) {
-        int64_t dims[QL_MAX_DIMS];
-        memcpy(dims, t->dims, sizeof dims);
-        if (slice)
-            dims[0] = B->count;
-        size_t need = (whole + 63) & ~(size_t)63;
-        if (B->mem && need <= B->mem_size - B->mem_used) {
-            c->dst[value] = ql_tensor_wrap(t->dtype, t->ndim, dims, B->mem + B->mem_used);
-            if (c->dst[value])
-                B->mem_used += need;
-        } else {
-            ql_tensor *d = ql_tensor_wrap(t->dtype, t->ndim, dims, NULL);
-            if (d && ql_tensor_alloc(d) != QL_OK) {
-                ql_tensor_free(d);
-                d = NULL;
-            }
-            c->dst[value] = d;
-        }
-        if (!c->dst[value]) {
-            c->failed = true;
-            return false;
-        }
-    }
-    memcpy((char *)c->dst[value]->data + (slice ? (size_t)c->u0 * (n / (size_t)c->un) : 0),
-           t->data, n);
-    return true;
+        return true; /* stored once */
+    if (!store_rows(c->batch, &c->dst[value], t, slice ? c->u0 : 0,
+                    slice ? c->batch->count : 0))
+        c->failed = true;
+    return !c->failed;
 }
 
-/* Stores output t of a unit run ([co->u0, + co->un) of the batch) into
- * *dst, the batch's tensor, made at the first unit; takes t. */
+/* Stores output t of a unit run into *dst, the batch's tensor; takes t. */
 static ql_status join_unit(const cache_obs *co, ql_tensor **dst, ql_tensor *t, ql_error *err)
 {
-    const sens_batch *B = co->batch;
-    if (co->un == B->count || !t || t->ndim < 1 || t->dims[0] != co->un) {
+    if (!t || !is_slice(co, t)) {
         ql_tensor_free(*dst);
         *dst = t;
         return QL_OK;
     }
-    size_t n = ql_tensor_nbytes(t), per = n / (size_t)co->un;
-    if (!*dst) {
-        int64_t dims[QL_MAX_DIMS];
-        memcpy(dims, t->dims, sizeof dims);
-        dims[0] = B->count;
-        *dst = ql_tensor_wrap(t->dtype, t->ndim, dims, NULL);
-        if (!*dst || ql_tensor_alloc(*dst) != QL_OK) {
-            ql_tensor_free(*dst);
-            *dst = NULL;
-            ql_tensor_free(t);
-            return ql_fail(err, QL_ERR_NOMEM, "out of memory caching activations");
-        }
-    }
-    memcpy((char *)(*dst)->data + (size_t)co->u0 * per, t->data, n);
+    bool ok = store_rows(co->batch, dst, t, co->u0, co->batch->count);
     ql_tensor_free(t);
-    return QL_OK;
+    return ok ? QL_OK : ql_fail(err, QL_ERR_NOMEM, "out of memory caching activations");
 }
 
 /* ---- set-up ---------------------------------------------------------------- */

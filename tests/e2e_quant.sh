@@ -54,6 +54,8 @@ expect_fail "unknown parameter" "q" \
     "$QLENS" calibrate "$model" --data "$ex/calib.npy" --algo percentile:q=3 -o "$tmp/keep.json"
 expect_fail "parameter out of range" "percentile" \
     "$QLENS" calibrate "$model" --data "$ex/calib.npy" --algo percentile:p=101 -o "$tmp/keep.json"
+expect_fail "kl's max_clip out of range" "max_clip=2 is out of range" \
+    "$QLENS" calibrate "$model" --data "$ex/calib.npy" --algo kl:max_clip=2 -o "$tmp/keep.json"
 expect_fail "activation algorithm as weight algorithm" "kl" \
     "$QLENS" calibrate "$model" --data "$ex/calib.npy" --weight-algo kl -o "$tmp/keep.json"
 expect_fail "missing data" "no-such-file" \
