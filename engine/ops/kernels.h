@@ -81,16 +81,20 @@ QL_INLINE void ql_transpose8(ql_v8 r[8])
     static const ql_v8i s44 = {0, 1, 8, 9, 4, 5, 12, 13}, sEE = {2, 3, 10, 11, 6, 7, 14, 15};
     static const ql_v8i p20 = {0, 1, 2, 3, 8, 9, 10, 11}, p31 = {4, 5, 6, 7, 12, 13, 14, 15};
     ql_v8 t[8], u[8];
+    /* unrolled, so that t and u live in registers, not on the stack */
+#pragma GCC unroll 8
     for (int i = 0; i < 8; i += 2) {
         t[i] = __builtin_shuffle(r[i], r[i + 1], lo);
         t[i + 1] = __builtin_shuffle(r[i], r[i + 1], hi);
     }
+#pragma GCC unroll 8
     for (int i = 0; i < 8; i += 4) {
         u[i] = __builtin_shuffle(t[i], t[i + 2], s44);
         u[i + 1] = __builtin_shuffle(t[i], t[i + 2], sEE);
         u[i + 2] = __builtin_shuffle(t[i + 1], t[i + 3], s44);
         u[i + 3] = __builtin_shuffle(t[i + 1], t[i + 3], sEE);
     }
+#pragma GCC unroll 8
     for (int i = 0; i < 4; i++) {
         r[i] = __builtin_shuffle(u[i], u[i + 4], p20);
         r[i + 4] = __builtin_shuffle(u[i], u[i + 4], p31);
