@@ -89,6 +89,7 @@ static bool collect_observer(void *user, const ql_graph *g, int node, int value,
  * one node to the next, as in evaluation (exec.h, split_samples). The
  * histograms are exact whatever the split (see add_batch). */
 #define SPLIT_UNIT 8
+#define SPLIT_CHUNK 8
 
 typedef struct split_ctx {
     const ql_tensor *feed; /* the current batch */
@@ -164,8 +165,14 @@ static ql_status collect_split(ql_model *m, const ql_dataset *d, const ql_calib_
         if (st == QL_OK)
             st = ql_exec_new(g, &xo, &sc.x[t], err);
     }
+    /* The threads wait for each other at the end of every batch, the last
+     * unit's thread alone: batches of at least SPLIT_CHUNK units a thread
+     * keep that tail small (the data is in memory, a batch is a view). */
+    int64_t want = opts->batch > 0 ? opts->batch : 32;
+    if (want < (int64_t)SPLIT_CHUNK * SPLIT_UNIT * threads)
+        want = (int64_t)SPLIT_CHUNK * SPLIT_UNIT * threads;
     if (st == QL_OK)
-        st = ql_batcher_init(&b, g, d, opts->batch, err);
+        st = ql_batcher_init(&b, g, d, want, err);
     for (int64_t first = 0; st == QL_OK && first < d->n; first += b.batch) {
         int64_t count;
         if ((st = ql_batcher_get(&b, first, &count, &sc.feed, err)) != QL_OK)
