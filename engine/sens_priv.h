@@ -24,6 +24,10 @@ typedef struct layer_work {
     ql_metrics m;
     double loc_sig, loc_noise, w_noise, a_noise;
     int chunks_done;
+    /* scheduling within a chunk: the next batch to run, and whether a
+     * worker is running one (a layer's batches run one at a time, in order) */
+    int next_batch;
+    bool busy;
 } layer_work;
 
 /* One batch of the current chunk: its input and cached tensors, whose data
@@ -59,7 +63,8 @@ typedef struct sens_ctx {
     /* scheduling */
     pthread_mutex_t lock;
     bool base_phase;     /* workers take batches for base runs, else layers */
-    int next;
+    pthread_cond_t freed; /* a layer finished a batch (layer phase) */
+    int next;            /* layer phase: the first item not yet taken */
     volatile int stop;
     int64_t done, total;
     ql_status st;

@@ -2,8 +2,11 @@
  * in chunks that fit the cache budget: for each chunk the workers first run
  * its batches' base runs (one batch each at a time), caching the raw values
  * every layer's re-run set reads (and the float values its local runs
- * need); then they take layers (longest first) and re-run only their sets,
- * fed from the cache. Each worker has one-thread executors that keep their
+ * need); then they take (batch, layer) items, batch by batch and the
+ * longest layers first, and re-run only the layers' sets, fed from the
+ * cache: both workers read one batch's cache while it is in the CPU's
+ * cache, where layer by layer over the whole chunk they read all of it
+ * per layer, from memory. Each worker has one-thread executors that keep their
  * buffers between runs. When the graph keeps samples apart, a layer's runs
  * take a batch a few samples (a unit) at a time, fed views of the cache, so
  * that their activations stay in cache from one node to the next. Each
@@ -290,7 +293,8 @@ static ql_status unit_runs(sens_worker *w, layer_work *lw, const sens_batch *B, 
     return QL_OK;
 }
 
-static ql_status do_layer(sens_worker *w, layer_work *lw, ql_error *err)
+/* Batch b of layer lw. */
+static ql_status do_layer_batch(sens_worker *w, layer_work *lw, int b, ql_error *err)
 {
     sens_ctx *s = w->s;
     const ql_graph *g = s->g;
@@ -299,6 +303,8 @@ static ql_status do_layer(sens_worker *w, layer_work *lw, ql_error *err)
     static const ql_sens_mode local_modes[3] = {QL_SENS_SINGLE, QL_SENS_WEIGHTS,
                                                 QL_SENS_ACTIVATIONS};
     ql_status st = QL_OK;
+    if ((s->o->cancel && *s->o->cancel) || s->stop)
+        return QL_ERR_CANCELLED;
     for (int k = 0; k < 3; k++)
         if ((st = sens_plan_build(&s->plans, local_modes[k], lw->layer, w->act[k], w->cst[k],
                                   err)) != QL_OK)
@@ -307,23 +313,49 @@ static ql_status do_layer(sens_worker *w, layer_work *lw, ql_error *err)
      * (the mask is read when a plan is set) */
     memset(w->obs, 0, (size_t)g->n_values);
     w->obs[L->out_value] = 1;
-    for (int b = 0; b < s->n_batches; b++) {
-        const sens_batch *B = &s->batches[b];
-        if ((s->o->cancel && *s->o->cancel) || s->stop)
-            return QL_ERR_CANCELLED;
-        int64_t unit = s->unit > 0 ? s->unit : B->count;
-        for (w->u0 = 0; w->u0 < B->count; w->u0 += unit) {
-            w->un = B->count - w->u0 < unit ? B->count - w->u0 : unit;
-            if ((st = unit_runs(w, lw, B, err)) != QL_OK)
-                return st;
-        }
-        w->u0 = 0;
-        w->un = B->count;
-        if (mode != QL_SENS_ACTIVATIONS && (st = output_noise(w, lw, B, &lw->a_noise, err)) != QL_OK)
+    const sens_batch *B = &s->batches[b];
+    int64_t unit = s->unit > 0 ? s->unit : B->count;
+    for (w->u0 = 0; w->u0 < B->count; w->u0 += unit) {
+        w->un = B->count - w->u0 < unit ? B->count - w->u0 : unit;
+        if ((st = unit_runs(w, lw, B, err)) != QL_OK)
             return st;
     }
-    lw->chunks_done++;
+    w->u0 = 0;
+    w->un = B->count;
+    if (mode != QL_SENS_ACTIVATIONS && (st = output_noise(w, lw, B, &lw->a_noise, err)) != QL_OK)
+        return st;
     return QL_OK;
+}
+
+/* Layer phase: the items are (batch, layer) pairs, batch-major and the
+ * layers most expensive first within a batch, so that the workers share
+ * one batch's cached activations while they are in cache. A layer's
+ * batches run one at a time and in order (its sums then add up in sample
+ * order whoever runs them): a worker takes the first item not taken whose
+ * layer is free, or waits for one to be freed. Under s->lock. */
+static int take_item(sens_ctx *s)
+{
+    int n_items = s->n_work * s->n_batches;
+    for (;;) {
+        while (s->next < n_items) {
+            const layer_work *lw = &s->work[s->order[s->next % s->n_work]];
+            if (lw->next_batch > s->next / s->n_work ||
+                (lw->next_batch == s->next / s->n_work && lw->busy))
+                s->next++; /* taken */
+            else
+                break;
+        }
+        if (s->next >= n_items || s->stop)
+            return -1;
+        for (int i = s->next; i < n_items; i++) {
+            layer_work *lw = &s->work[s->order[i % s->n_work]];
+            if (!lw->busy && lw->next_batch == i / s->n_work) {
+                lw->busy = true;
+                return i;
+            }
+        }
+        pthread_cond_wait(&s->freed, &s->lock);
+    }
 }
 
 static void *worker_main(void *arg)
@@ -332,32 +364,37 @@ static void *worker_main(void *arg)
     sens_ctx *s = w->s;
     if (s->base_phase)
         return base_main(w);
+    pthread_mutex_lock(&s->lock);
     for (;;) {
-        pthread_mutex_lock(&s->lock);
-        int r = s->stop ? s->n_work : s->next++;
-        pthread_mutex_unlock(&s->lock);
-        if (r >= s->n_work)
+        int i = take_item(s);
+        if (i < 0)
             break;
-        r = s->order[r];
+        int r = s->order[i % s->n_work], b = i / s->n_work;
+        pthread_mutex_unlock(&s->lock);
         ql_error err = {{0}};
-        ql_status st = do_layer(w, &s->work[r], &err);
+        ql_status st = do_layer_batch(w, &s->work[r], b, &err);
         pthread_mutex_lock(&s->lock);
+        layer_work *lw = &s->work[r];
+        lw->busy = false;
+        lw->next_batch++;
         if (st == QL_ERR_CANCELLED) {
             s->stop = 1;
         } else if (st != QL_OK) {
             if (s->st == QL_OK) {
                 s->st = st;
-                ql_fail(&s->err, st, "layer '%s': %s", s->q->layers[s->work[r].layer].name,
-                        err.msg);
+                ql_fail(&s->err, st, "layer '%s': %s", s->q->layers[lw->layer].name, err.msg);
             }
             s->stop = 1;
-        } else {
+        } else if (lw->next_batch == s->n_batches) {
+            lw->chunks_done++;
             s->done++;
             if (s->o->progress && !s->o->progress(s->o->progress_user, s->done, s->total))
                 s->stop = 1;
         }
-        pthread_mutex_unlock(&s->lock);
+        pthread_cond_broadcast(&s->freed);
     }
+    pthread_cond_broadcast(&s->freed);
+    pthread_mutex_unlock(&s->lock);
     return NULL;
 }
 
@@ -458,6 +495,10 @@ static ql_status run_layers(sens_ctx *s, sens_worker *ws, int n_threads, ql_erro
                            .observe = ws[k].obs, .cancel = s->o->cancel, .reuse_buffers = true};
         st = ql_exec_new(s->g, &xo, &ws[k].x, err);
     }
+    for (int r = 0; r < s->n_work; r++) {
+        s->work[r].next_batch = 0;
+        s->work[r].busy = false;
+    }
     if (st == QL_OK)
         st = run_phase(s, ws, n_threads, err);
     for (int k = 0; k < n_threads; k++) {
@@ -507,6 +548,7 @@ ql_status ql_sensitivity(ql_model *m, const ql_qnet *q, const ql_qconfig *c,
     ql_status st;
     memset(&s, 0, sizeof s);
     pthread_mutex_init(&s.lock, NULL);
+    pthread_cond_init(&s.freed, NULL);
     *out = NULL;
     if (n_threads > 256)
         n_threads = 256;
@@ -618,6 +660,7 @@ cleanup:
     free(s.plans.prec);
     free(rows);
     ql_qsim_free(full);
+    pthread_cond_destroy(&s.freed);
     pthread_mutex_destroy(&s.lock);
     return st;
 }
