@@ -5,6 +5,7 @@
 #include "calib_stats.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -240,8 +241,8 @@ static inline int bin_of(float x, float inv)
  * in cache where a histogram's counts, one 64 KiB array per tensor, are cold
  * at every batch (measured: an eighth less histogram time in the pass).
  * u32 counters, flushed long before they could wrap; the flush covers only
- * the bins in use. Past the bins, 8 slots (one per lane) where the AVX2
- * pass drops the zeros it counts apart; never read. */
+ * the bins in use. Past the bins, slots the AVX2 pass
+ * may increment to pad its list of bins to pairs; never read. */
 #define DUMP QL_HIST_BINS
 typedef struct bin_scratch {
     uint32_t even[QL_HIST_BINS + 8], odd[QL_HIST_BINS + 8];
@@ -341,6 +342,25 @@ typedef int32_t v8i __attribute__((vector_size(32)));
 typedef uint32_t v8u32 __attribute__((vector_size(32)));
 typedef float v8u __attribute__((vector_size(32), aligned(4), may_alias));
 
+typedef uint32_t v8u32u __attribute__((vector_size(32), aligned(4), may_alias));
+
+/* pack_lut[k]: the lanes whose bits are set in k, in order, then zeros
+ * (a left-pack by one permutation) */
+static uint32_t pack_lut[256][8] __attribute__((aligned(32)));
+static pthread_once_t pack_lut_once = PTHREAD_ONCE_INIT;
+
+static void pack_lut_init(void)
+{
+    for (int k = 0; k < 256; k++) {
+        int j = 0;
+        for (int l = 0; l < 8; l++)
+            if (k >> l & 1)
+                pack_lut[k][j++] = (uint32_t)l;
+        while (j < 8)
+            pack_lut[k][j++] = 0;
+    }
+}
+
 /* bin_block 8 lanes at a time, for CPUs with AVX2 (chosen at run time;
  * same counts): a fifth less time per value than SSE in the statistics
  * pass, where the vector work outweighs the scatter. */
@@ -351,10 +371,10 @@ __attribute__((target("avx2"))) static block_ext bin_block8(uint32_t *even, uint
     const v8 zero = {0, 0, 0, 0, 0, 0, 0, 0}, vinv = zero + inv;
     const v8 lo = zero - HALF, hi = zero + TOP;
     const v8i half = (v8i){0, 0, 0, 0, 0, 0, 0, 0} + HALF;
-    const v8i dump = {DUMP, DUMP + 1, DUMP + 2, DUMP + 3, DUMP + 4, DUMP + 5, DUMP + 6, DUMP + 7};
     v8 mn = zero + INFINITY, mx = -mn, acc = zero;
     uint32_t zeros = 0;
-    int64_t i = 0;
+    uint32_t idx[BLOCK + 8] __attribute__((aligned(32))); /* the bins, in order */
+    int64_t i = 0, m = 0;
     for (; i + 8 <= n; i += 8) {
         v8 xv = *(const v8u *)(x + i);
         mn = __builtin_ia32_minps256(xv, mn);
@@ -366,10 +386,9 @@ __attribute__((target("avx2"))) static block_ext bin_block8(uint32_t *even, uint
             zeros += 8;
             continue;
         }
-        /* zeros in a mixed vector are counted here and their increments
-         * sent to the lanes' dump slots: after a ReLU they are a third of
-         * the values, and all in one bin, whose increments would wait on
-         * each other */
+        /* zeros in a mixed vector are counted here and left out of the
+         * increments: after a ReLU they are a third of the values, and all
+         * in one bin, whose increments would wait on each other */
         zeros += (uint32_t)__builtin_popcount((unsigned)zm);
         v8 t = __builtin_ia32_minps256(__builtin_ia32_maxps256(xv * vinv, lo), hi);
         v8i b = __builtin_convertvector(t, v8i);
@@ -377,18 +396,21 @@ __attribute__((target("avx2"))) static block_ext bin_block8(uint32_t *even, uint
         if (tiny)
             down |= (xv < zero) & (t == zero);
         b += down + half;
-        b = (b & ~zl) | (dump & zl);
-        /* the indices are never negative: as unsigned they need no sign
-         * extension before addressing */
-        v8u32 ub = (v8u32)b;
-        even[ub[0]] += d;
-        odd[ub[1]] += d;
-        even[ub[2]] += d;
-        odd[ub[3]] += d;
-        even[ub[4]] += d;
-        odd[ub[5]] += d;
-        even[ub[6]] += d;
-        odd[ub[7]] += d;
+        /* the non-zero lanes' bins, packed to the front */
+        unsigned keep = (unsigned)zm ^ 255u;
+        v8i sel = *(const v8i *)pack_lut[keep];
+        *(v8u32u *)(idx + m) = (v8u32)__builtin_ia32_permvarsi256(b, sel);
+        m += __builtin_popcount(keep);
+    }
+    if (m % 2)
+        idx[m++] = DUMP; /* pairs below; never read */
+    /* the increments, from memory: taking lanes out of a vector one by one
+     * between increments was slower, and zeros left out need no increment
+     * (on a ReLU-like synthetic block, a third zeros: best 0.87 ns a value
+     * that way, 0.69 this way) */
+    for (int64_t k = 0; k < m; k += 2) {
+        even[idx[k]] += d;
+        odd[idx[k + 1]] += d;
     }
     block_ext e = {INFINITY, -INFINITY, false};
     float sum = 0;
@@ -479,6 +501,8 @@ void ql_hist_add(ql_hist *h, const float *x, int64_t n)
     s->pending = 0;
 #ifdef HAVE_BIN_BLOCK8
     s->wide = !hist_portable && __builtin_cpu_supports("avx2");
+    if (s->wide)
+        pthread_once(&pack_lut_once, pack_lut_init);
 #else
     s->wide = false;
 #endif
