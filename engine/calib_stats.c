@@ -174,7 +174,7 @@ static void hist_add_general(ql_hist *h, const float *x, int64_t n)
 
 /* Values per block: 4 KiB, small enough that a block whose binning has to
  * be undone (see hist_add_block) is still in L1 for the second pass. */
-#define BLOCK 1024
+#define BLOCK 4096
 
 typedef float v4 __attribute__((vector_size(16)));
 typedef int32_t v4i __attribute__((vector_size(16)));
@@ -391,11 +391,10 @@ __attribute__((target("avx2"))) static block_ext bin_block8(uint32_t *even, uint
          * in one bin, whose increments would wait on each other */
         zeros += (uint32_t)__builtin_popcount((unsigned)zm);
         v8 t = __builtin_ia32_minps256(__builtin_ia32_maxps256(xv * vinv, lo), hi);
-        v8i b = __builtin_convertvector(t, v8i);
-        v8i down = __builtin_convertvector(b, v8) > t; /* as in bin_block */
-        if (tiny)
-            down |= (xv < zero) & (t == zero);
-        b += down + half;
+        /* floor (mode 9: toward -inf, no exceptions), exact in float */
+        v8i b = __builtin_convertvector(__builtin_ia32_roundps256(t, 9), v8i) + half;
+        if (tiny) /* as in bin_block */
+            b += (xv < zero) & (t == zero);
         /* the non-zero lanes' bins, packed to the front */
         unsigned keep = (unsigned)zm ^ 255u;
         v8i sel = *(const v8i *)pack_lut[keep];
