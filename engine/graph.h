@@ -123,6 +123,9 @@ ql_status ql_graph_prepare(ql_graph *g, ql_error *err);
  * sample at a time, the outputs joined along axis 0, is the same
  * computation for every sample. */
 bool ql_graph_samples_apart(const ql_graph *g);
+/* Bytes of one sample of the graph's largest non-constant value, from the
+ * static shapes (extents past axis 0; unknown extents count 0). */
+int64_t ql_graph_max_sample_bytes(const ql_graph *g);
 
 /* Multiply-accumulate count of one node for batch 1 (0 if not applicable). */
 int64_t ql_node_macs(const ql_graph *g, const ql_node *n);

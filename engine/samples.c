@@ -224,3 +224,18 @@ bool ql_graph_samples_apart(const ql_graph *g)
     free(carry);
     return ok;
 }
+
+int64_t ql_graph_max_sample_bytes(const ql_graph *g)
+{
+    int64_t big = 0;
+    for (int v = 0; v < g->n_values; v++) {
+        const ql_value *val = &g->values[v];
+        if (val->constant || val->ndim < 1)
+            continue;
+        int64_t n = (int64_t)ql_dtype_info(val->dtype)->size;
+        for (int i = 1; i < val->ndim; i++)
+            n *= val->dims[i] > 0 ? val->dims[i] : 0;
+        big = n > big ? n : big;
+    }
+    return big;
+}

@@ -36,16 +36,7 @@ static int64_t unit_for(const ql_graph *g)
 {
     if (!ql_graph_samples_apart(g))
         return 0;
-    int64_t big = 0;
-    for (int v = 0; v < g->n_values; v++) {
-        const ql_value *val = &g->values[v];
-        if (val->constant || val->ndim < 1)
-            continue;
-        int64_t n = (int64_t)ql_dtype_info(val->dtype)->size;
-        for (int i = 1; i < val->ndim; i++)
-            n *= val->dims[i] > 0 ? val->dims[i] : 0;
-        big = n > big ? n : big;
-    }
+    int64_t big = ql_graph_max_sample_bytes(g);
     return big > 0 && big * SENS_UNIT <= SENS_UNIT_BYTES ? SENS_UNIT : 0;
 }
 
