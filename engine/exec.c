@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "memplan.h"
 #include "op.h"
 #include "pool.h"
 #include "quant.h"
@@ -49,6 +50,8 @@ struct ql_exec {
     size_t spare_bytes[QL_SPARE_MAX];
     int n_spare;
     size_t live, peak;
+    /* opts.reuse_buffers: planned buffers for the kinds of run seen */
+    ql_memplan *mp;
     /* opts.split_samples: whether the graph allows it, and the per-thread
      * one-thread executors (made at the first split run) */
     bool split_ok;
@@ -175,8 +178,11 @@ ql_status ql_exec_new(ql_graph *g, const ql_exec_opts *opts, ql_exec **out, ql_e
     x->fused_add = malloc(nn * sizeof *x->fused_add);
     x->add_other = malloc(nn * sizeof *x->add_other);
     x->add_done = calloc(nn, 1);
+    if (x->opts.reuse_buffers)
+        x->mp = ql_memplan_new();
     if (!x->pool || !x->slots || !x->have || !x->refs || !x->fused_act || !x->fused_into ||
-        !x->fuse_lo || !x->fuse_hi || !x->fused_add || !x->add_other || !x->add_done) {
+        !x->fuse_lo || !x->fuse_hi || !x->fused_add || !x->add_other || !x->add_done ||
+        (x->opts.reuse_buffers && !x->mp)) {
         ql_exec_free(x);
         return ql_fail(err, QL_ERR_NOMEM, "out of memory creating an executor");
     }
@@ -195,10 +201,14 @@ void ql_exec_free(ql_exec *x)
         ql_exec_free(x->sub[t]);
     free(x->sub);
     if (x->slots)
-        for (int v = 0; v < x->g->n_values; v++)
+        for (int v = 0; v < x->g->n_values; v++) {
+            if (x->mp && ql_memplan_in_arena(x->mp, x->slots[v].data))
+                continue; /* the arena's (none is held between runs) */
             ql_tensor_release(&x->slots[v]);
+        }
     for (int k = 0; k < x->n_spare; k++)
         ql_aligned_free(x->spare[k]);
+    ql_memplan_free(x->mp);
     ql_ctx_destroy(&x->ctx);
     ql_pool_free(x->pool);
     free(x->slots);
@@ -240,6 +250,11 @@ static void slot_release(ql_exec *x, ql_tensor *t)
         ql_tensor_release(t);
         return;
     }
+    if (ql_memplan_release(x->mp, t->data)) {
+        t->data = NULL;
+        t->owns = false;
+        return;
+    }
     size_t b = buf_bytes(t), held = 0;
     x->live -= b < x->live ? b : x->live;
     for (int k = 0; k < x->n_spare; k++)
@@ -274,6 +289,10 @@ static ql_status slot_alloc(ql_exec *x, ql_tensor *t)
         if (t->dims[i] < 0)
             return QL_ERR_SHAPE;
     size_t b = buf_bytes(t);
+    if ((t->data = ql_memplan_alloc(x->mp, b))) {
+        t->owns = true;
+        return QL_OK;
+    }
     int k = 0;
     while (k < x->n_spare && x->spare_bytes[k] != b)
         k++;
@@ -284,6 +303,7 @@ static ql_status slot_alloc(ql_exec *x, ql_tensor *t)
     } else if (!(t->data = ql_aligned_alloc(b))) {
         return QL_ERR_NOMEM;
     }
+    ql_memplan_note(x->mp, t->data);
     t->owns = true;
     x->live += b;
     x->peak = x->live > x->peak ? x->live : x->peak;
@@ -347,9 +367,17 @@ static ql_tensor *take_output(ql_exec *x, int v)
     ql_tensor *s = &x->slots[v];
     if (!s->owns)
         return ql_tensor_clone(s);
+    if (x->mp && ql_memplan_in_arena(x->mp, s->data)) {
+        /* arena memory stays: a copy goes out (and the next plan leaves
+         * this buffer out of the arena) */
+        ql_memplan_taken(x->mp, s->data);
+        return ql_tensor_clone(s);
+    }
     ql_tensor *t = ql_tensor_wrap(s->dtype, s->ndim, s->dims, s->data);
     if (!t)
         return NULL;
+    if (x->mp)
+        ql_memplan_taken(x->mp, s->data);
     if (x->opts.reuse_buffers) /* the caller owns it now */
         x->live -= buf_bytes(s) < x->live ? buf_bytes(s) : x->live;
     t->owns = true;
@@ -450,6 +478,27 @@ static ql_status run_node(ql_exec *x, int i, ql_error *err)
     return QL_OK;
 }
 
+/* What a run's allocations depend on: the nodes run, the feeds' places and
+ * shapes, the fake-quant plan and the fusions (a plan made for one
+ * signature is checked allocation by allocation anyway, see memplan.h). */
+static uint64_t run_signature(const ql_exec *x, const char *run, int n_feeds, const int *ids,
+                              const ql_tensor *const *feeds)
+{
+    size_t nn = (size_t)x->g->n_nodes;
+    uint64_t h = ql_fnv1a(QL_FNV_INIT, run, nn);
+    h = ql_fnv1a(h, &n_feeds, sizeof n_feeds);
+    for (int k = 0; k < n_feeds; k++) {
+        h = ql_fnv1a(h, &ids[k], sizeof ids[k]);
+        h = ql_fnv1a(h, &feeds[k]->dtype, sizeof feeds[k]->dtype);
+        h = ql_fnv1a(h, &feeds[k]->ndim, sizeof feeds[k]->ndim);
+        h = ql_fnv1a(h, feeds[k]->dims, (size_t)feeds[k]->ndim * sizeof *feeds[k]->dims);
+    }
+    h = ql_fnv1a(h, &x->quant.act, sizeof x->quant.act);
+    h = ql_fnv1a(h, &x->quant.constants, sizeof x->quant.constants);
+    h = ql_fnv1a(h, x->fused_act, nn * sizeof *x->fused_act);
+    return ql_fnv1a(h, x->fused_add, nn * sizeof *x->fused_add);
+}
+
 ql_status ql_exec_run_nodes(ql_exec *x, const char *run, int n_feeds, const int *feed_ids,
                             const ql_tensor *const *feeds, ql_tensor **outputs, ql_error *err)
 {
@@ -457,6 +506,8 @@ ql_status ql_exec_run_nodes(ql_exec *x, const char *run, int n_feeds, const int 
     ql_status st = QL_OK;
 
     reset_slots(x);
+    if (x->mp)
+        ql_memplan_begin(x->mp, run_signature(x, run, n_feeds, feed_ids, feeds));
     memset(x->add_done, 0, (size_t)g->n_nodes);
     for (int v = 0; v < g->n_values; v++) {
         x->refs[v] = 0;
@@ -580,6 +631,12 @@ ql_status ql_exec_run_nodes(ql_exec *x, const char *run, int n_feeds, const int 
     }
 cleanup:
     reset_slots(x);
+    if (x->mp && ql_memplan_end(x->mp, st == QL_OK)) {
+        /* the arena now holds what the spares held for this kind of run */
+        for (int k = 0; k < x->n_spare; k++)
+            ql_aligned_free(x->spare[k]);
+        x->n_spare = 0;
+    }
     return st;
 }
 

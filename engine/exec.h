@@ -31,7 +31,11 @@ typedef struct ql_exec_opts {
     /* keep released value buffers for later outputs of the same size, in
      * this run and the next ones, never holding more than the executor's
      * peak working memory (many short runs otherwise pay page faults for
-     * memory the allocator gave back) */
+     * memory the allocator gave back); and plan them: after the first run
+     * of a kind (nodes run, feed shapes, fake-quant plan), later runs of
+     * that kind lay their buffers out in one arena where a buffer takes
+     * memory its run released earlier, still in cache (engine/memplan.h).
+     * Outputs handed to the caller are never arena memory. */
     bool reuse_buffers;
     /* ql_exec_run on a batch of two or more samples: one sample at a time,
      * the samples shared out over the threads, each thread with a
