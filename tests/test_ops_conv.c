@@ -368,6 +368,14 @@ static void test_conv_2d(void **state)
         {1, 8, 8, 8, {17, 16}, W2(3, 3, 2, 2, 1, 1, 1, 1, 1, 1), 1, 0, 0, 0, 0},
         {1, 6, 12, 6, {9, 11}, W2(5, 5, 1, 2, 2, 1, 4, 2, 3, 2), 0, 0, 0, 0, 0},
         {1, 4, 4, 4, {7, 7}, W2(3, 3, 1, 1, 1, 1, 0, 0, 0, 0), 1, 0, 0, 0, 0},
+        /* depthwise on images too large for the 8-channel kernel: the
+         * planar path, in bands of output rows (several bands, a short
+         * last one, strides, dilations, asymmetric pads, multiplier 2) */
+        {1, 8, 8, 8, {70, 66}, W2(3, 3, 2, 2, 1, 1, 1, 1, 1, 1), 1, 0, 0, 0, 0},
+        {1, 5, 5, 5, {61, 45}, W2(5, 5, 1, 1, 2, 2, 4, 4, 3, 5), 1, 0, 0, 0, 0},
+        {2, 4, 8, 4, {90, 50}, W2(3, 3, 2, 1, 1, 1, 1, 0, 1, 1), 0, 0, 0, 0, 0},
+        {1, 3, 3, 3, {300, 29}, W2(3, 5, 1, 2, 3, 1, 3, 2, 1, 2), 1, 0, 1, 0, 6.0f},
+        {1, 2, 2, 2, {33, 700}, W2(3, 3, 2, 2, 1, 1, 0, 0, 2, 1), 1, 0, 0, 0, 0},
         /* small planes with many rows: im2col mode, blocks across images,
          * row splits */
         {3, 32, 200, 1, {5, 5}, W2(3, 3, 1, 1, 1, 1, 1, 1, 1, 1), 1, 0, 0, 0, 0},
@@ -412,6 +420,7 @@ static void test_conv_fused_add(void **state)
         {2, 16, 16, 16, {14, 15}, W2(3, 3, 1, 1, 1, 1, 1, 1, 1, 1), 1, 0, 1, 0, INFINITY},
         {1, 8, 8, 8, {17, 16}, W2(3, 3, 2, 2, 1, 1, 1, 1, 1, 1), 1, 0, 0, 0, 0},
         {2, 8, 16, 1, {41, 37}, W2(3, 3, 2, 2, 1, 1, 1, 1, 1, 1), 1, 0, 1, 0, INFINITY},
+        {1, 6, 6, 6, {120, 58}, W2(3, 3, 1, 1, 1, 1, 1, 1, 1, 1), 1, 0, 1, 0, 6.0f},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         print_message("fused add case %zu\n", i);
