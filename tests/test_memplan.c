@@ -171,16 +171,10 @@ static void test_taken_stays_apart(void **state)
 static void test_executor_same_bits(void **state)
 {
     (void)state;
-    char path[1024];
-    const char *src = getenv("QLENS_SRCDIR");
     ql_model *m = NULL;
     ql_dataset *d = NULL;
     ql_error err = {{0}};
-    snprintf(path, sizeof path, "%s/examples/fmnist/fmnist_resnet.onnx", src ? src : "..");
-    assert_int_equal(ql_model_load(path, &m, &err), QL_OK);
-    snprintf(path, sizeof path, "%s/examples/fmnist/eval.npy", src ? src : "..");
-    assert_int_equal(ql_dataset_load(path, 8, &d, &err), QL_OK);
-    assert_int_equal(ql_dataset_conform(d, &m->graph->values[m->graph->inputs[0]], &err), QL_OK);
+    assert_true(tu_load_example(&m, &d, 8));
     ql_exec_opts keep = {.n_threads = 1, .reuse_buffers = true}, plain = {.n_threads = 1};
     ql_exec *xk = NULL, *xp = NULL;
     assert_int_equal(ql_exec_new(m->graph, &keep, &xk, &err), QL_OK);

@@ -202,16 +202,9 @@ static ql_tensor *run(ql_graph *g, const ql_exec_opts *o, const ql_tensor *x, ql
 static void test_split_example(void **state)
 {
     (void)state;
-    char path[1024];
-    const char *src = getenv("QLENS_SRCDIR");
     ql_model *m = NULL;
     ql_dataset *d = NULL;
-    ql_error err = {{0}};
-    snprintf(path, sizeof path, "%s/examples/fmnist/fmnist_resnet.onnx", src ? src : "..");
-    assert_int_equal(ql_model_load(path, &m, &err), QL_OK);
-    snprintf(path, sizeof path, "%s/examples/fmnist/eval.npy", src ? src : "..");
-    assert_int_equal(ql_dataset_load(path, 13, &d, &err), QL_OK);
-    assert_int_equal(ql_dataset_conform(d, &m->graph->values[m->graph->inputs[0]], &err), QL_OK);
+    assert_true(tu_load_example(&m, &d, 13));
     assert_true(ql_graph_samples_apart(m->graph));
     ql_tensor in = ql_dataset_batch(d, 0, 13);
     /* 1, 2 and 3 threads: the same bits */

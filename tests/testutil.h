@@ -56,9 +56,31 @@ static inline int64_t tu_first_mismatch(const float *a, const float *b, int64_t 
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/dataset.h"
 #include "engine/exec.h"
 #include "engine/graph.h"
+#include "engine/onnx.h"
 #include "engine/op.h"
+
+/* The shipped example's model and its first `limit` evaluation samples,
+ * conformed to the model's input (from $QLENS_SRCDIR, else the build
+ * tree's parent). False, with the reason on stderr, if anything fails. */
+__attribute__((unused)) static bool tu_load_example(ql_model **m, ql_dataset **d, int64_t limit)
+{
+    char path[1024];
+    const char *src = getenv("QLENS_SRCDIR");
+    ql_error err = {{0}};
+    *m = NULL;
+    *d = NULL;
+    snprintf(path, sizeof path, "%s/examples/fmnist/fmnist_resnet.onnx", src ? src : "..");
+    bool ok = ql_model_load(path, m, &err) == QL_OK;
+    snprintf(path, sizeof path, "%s/examples/fmnist/eval.npy", src ? src : "..");
+    ok = ok && ql_dataset_load(path, limit, d, &err) == QL_OK;
+    ok = ok && ql_dataset_conform(*d, &(*m)->graph->values[(*m)->graph->inputs[0]], &err) == QL_OK;
+    if (!ok)
+        fprintf(stderr, "example: %s\n", err.msg);
+    return ok;
+}
 
 typedef struct tu_node {
     ql_graph *g;
