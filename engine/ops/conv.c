@@ -453,6 +453,7 @@ typedef struct conv_job {
     const float *add;     /* fused residual add (same shape as y), or NULL */
     float *y;
     int imgplanes;        /* phase mode: each thread builds the planes of one image at a time */
+    int fast;             /* AVX2+FMA build of the block code */
     ql_ukr_fn ukr8;       /* for a last tile of at most 8 columns */
     const float *apack;
     int64_t apack_stride; /* floats per group */
@@ -481,7 +482,7 @@ typedef struct im2col_seg {
     int64_t d0, h0, w0; /* no planes: window origin o*s - pad per axis */
 } im2col_seg;
 
-static int64_t im2col_segs(const conv_job *j, int64_t n0, int64_t n1, im2col_seg *seg)
+QL_INLINE int64_t im2col_segs(const conv_job *j, int64_t n0, int64_t n1, im2col_seg *seg)
 {
     const conv_geom *g = &j->g;
     int64_t OHW = g->out_sz, OHOW = g->out[1] * g->out[2], OW = g->out[2], ns = 0;
@@ -507,7 +508,7 @@ static int64_t im2col_segs(const conv_job *j, int64_t n0, int64_t n1, im2col_seg
  * grp: every segment is a contiguous run there, copied eight at a time
  * (a copy may run past its segment; the next one, or the padding, is
  * written after it). */
-static void im2col_planes(const conv_job *j, int64_t grp, int64_t pc, int64_t kc,
+QL_INLINE void im2col_planes(const conv_job *j, int64_t grp, int64_t pc, int64_t kc,
                           const im2col_seg *seg, int64_t nseg, float *dst)
 {
     const float *pg = j->planes + grp * j->g.cg * j->chan_stride;
@@ -525,7 +526,7 @@ static void im2col_planes(const conv_job *j, int64_t grp, int64_t pc, int64_t kc
 
 /* Rows [pc, pc+kc) of the im2col matrix of group grp gathered from x with
  * bounds checks (3-D convolutions). */
-static void im2col_gather(const conv_job *j, int64_t grp, int64_t pc, int64_t kc,
+QL_INLINE void im2col_gather(const conv_job *j, int64_t grp, int64_t pc, int64_t kc,
                           const im2col_seg *seg, int64_t nseg, float *dst)
 {
     const conv_geom *g = &j->g;
@@ -555,7 +556,7 @@ static void im2col_gather(const conv_job *j, int64_t grp, int64_t pc, int64_t kc
 
 /* Stores a finished run of outputs at y + yoff: copied, or with the fused
  * residual add (then the clamp) applied on the way. */
-static void store_run(const conv_job *j, int64_t yoff, const float *src, int64_t len)
+QL_INLINE void store_run(const conv_job *j, int64_t yoff, const float *src, int64_t len)
 {
     float *dst = j->y + yoff;
     if (!j->add) {
@@ -581,7 +582,7 @@ static void store_run(const conv_job *j, int64_t yoff, const float *src, int64_t
 
 /* Copies rows of a column block computed in cbuf (row stride nc) to y,
  * dropping the columns that are not outputs. */
-static void copy_out(const conv_job *j, const float *cbuf, int64_t img, int64_t mrow0, int64_t rows,
+QL_INLINE void copy_out(const conv_job *j, const float *cbuf, int64_t img, int64_t mrow0, int64_t rows,
                      int64_t n0, int64_t n1)
 {
     const conv_geom *g = &j->g;
@@ -614,7 +615,7 @@ static void copy_out(const conv_job *j, const float *cbuf, int64_t img, int64_t 
  * of 16 columns, k-major (dst[jr][kk][16]), zero-filling past width, so
  * the micro-kernel reads aligned, contiguous B. A last tile of at most 8
  * columns is packed 8 wide, for the narrow kernel. */
-static void pack_b(float *restrict dst, const float *src, const int64_t *koff, int64_t kc,
+QL_INLINE void pack_b(float *restrict dst, const float *src, const int64_t *koff, int64_t kc,
                    int64_t width, int64_t ahead)
 {
     int64_t full = width / QL_NR, rem = width % QL_NR, tstride = kc * QL_NR;
@@ -641,7 +642,9 @@ static void pack_b(float *restrict dst, const float *src, const int64_t *koff, i
     }
 }
 
-static void conv_block(const conv_job *j, int64_t t, int tid)
+/* One task's block: built for AVX2 and portably (below), like the kernels,
+ * so that the packing and copies move 32 bytes at a time. */
+QL_INLINE void conv_block_body(const conv_job *j, int64_t t, int tid)
 {
     const conv_geom *g = &j->g;
     float *bbuf = j->scratch + (int64_t)tid * j->per_thread;
@@ -740,6 +743,16 @@ static void conv_block(const conv_job *j, int64_t t, int tid)
         ql_stream_fence();
 }
 
+QL_TARGET_FAST static void conv_block_fast(const conv_job *j, int64_t t, int tid)
+{
+    conv_block_body(j, t, tid);
+}
+
+static void conv_block_port(const conv_job *j, int64_t t, int tid)
+{
+    conv_block_body(j, t, tid);
+}
+
 static void conv_tasks(void *arg, int64_t begin, int64_t end, int tid)
 {
     const conv_job *j = arg;
@@ -756,7 +769,7 @@ static void conv_tasks(void *arg, int64_t begin, int64_t end, int tid)
             memset(lp + C * j->chan_stride, 0, 64 * sizeof *lp);
             cur = img;
         }
-        conv_block(j, t, tid);
+        (j->fast ? conv_block_fast : conv_block_port)(j, t, tid);
     }
 }
 
@@ -866,7 +879,7 @@ static ql_status conv_gemm(const conv_geom *g, const ql_node *n, const float *x,
                            ql_exec_ctx *ctx, ql_error *err)
 {
     conv_job j = {.g = *g, .ukr = ql_ukr_select(), .ukr8 = ql_ukr8_select(), .act = *act,
-                  .x = x, .bias = bias, .add = add, .y = y};
+                  .x = x, .bias = bias, .add = add, .y = y, .fast = ql_cpu_fast()};
     int threads = ql_ctx_threads(ctx);
     const conv_state *s = n->state;
     /* the prepared packing only for the weights it was made from: a
