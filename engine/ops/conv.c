@@ -992,7 +992,7 @@ static void dw_portable(float *out, int64_t n, const float *p, const int64_t *to
 }
 
 /* memcpy, with non-temporal stores where dst is 16-byte aligned. */
-static void stream_copy(float *dst, const float *src, int64_t n)
+QL_INLINE void stream_copy(float *dst, const float *src, int64_t n)
 {
     int64_t i = 0;
     if (((uintptr_t)dst & 15) == 0)
@@ -1001,9 +1001,10 @@ static void stream_copy(float *dst, const float *src, int64_t n)
     memcpy(dst + i, src + i, (size_t)(n - i) * sizeof *dst);
 }
 
-static void dw_tasks(void *arg, int64_t begin, int64_t end, int tid)
+/* Tasks [begin, end): built for AVX2 and portably (dw_tasks), so that the
+ * copies out move 32 bytes at a time. */
+QL_INLINE void dw_tasks_body(const dw_job *j, int64_t begin, int64_t end, int tid)
 {
-    const dw_job *j = arg;
     const conv_geom *g = &j->g;
     float *pl = j->scratch + (int64_t)tid * j->per_thread;
     float *ob = pl + align16(j->ph.size + 64);
@@ -1043,6 +1044,22 @@ static void dw_tasks(void *arg, int64_t begin, int64_t end, int tid)
     }
     if (j->stream)
         ql_stream_fence();
+}
+
+QL_TARGET_FAST static void dw_tasks_fast(const dw_job *j, int64_t begin, int64_t end, int tid)
+{
+    dw_tasks_body(j, begin, end, tid);
+}
+
+static void dw_tasks_port(const dw_job *j, int64_t begin, int64_t end, int tid)
+{
+    dw_tasks_body(j, begin, end, tid);
+}
+
+static void dw_tasks(void *arg, int64_t begin, int64_t end, int tid)
+{
+    const dw_job *j = arg;
+    (j->fast ? dw_tasks_fast : dw_tasks_port)(j, begin, end, tid);
 }
 
 static ql_status conv_depthwise(const conv_geom *g, const float *x, const float *w,
