@@ -312,12 +312,16 @@ static void dc_band_cv(const dc_job *j, const float *pl, int64_t img, int64_t o0
 {
     const ql_dconv *d = &j->d;
     int64_t OW = d->ow, OHW = d->oh * OW, npix = (o1 - o0) * OW;
+    int64_t r0 = 0, c0 = 0; /* band row and column of pixel p0 (no divisions per tile) */
     for (int64_t p0 = 0; p0 < npix; p0 += CV_P) {
         int64_t pix[CV_P], np = npix - p0 < CV_P ? npix - p0 : CV_P;
-        for (int p = 0; p < CV_P; p++) {
-            int64_t q = p0 + (p < np ? p : np - 1);
-            pix[p] = q / OW * d->sh * j->wq + q % OW * d->sw;
+        for (int64_t p = 0, r = r0, c = c0; p < CV_P; p++) {
+            pix[p] = r * d->sh * j->wq + c * d->sw;
+            if (p + 1 < np && ++c == OW)
+                c = 0, r++;
         }
+        for (c0 += CV_P; c0 >= OW; c0 -= OW)
+            r0++;
         /* whole vectors when the next tile of this band rewrites the two
          * pixels past this one (and the add is not y itself, whose pixels
          * the next tile would then read changed) */
