@@ -278,9 +278,45 @@ static ql_status convt_extents(const ql_node *n, ql_window *w, const int64_t *in
 /* Validates shapes and attributes of a Conv/ConvTranspose for input x and
  * weight wt (either may have unknown dims); fills the window and channel
  * counts (M = output channels, -1 if unknown). */
+/* Made at prepare: weights packed for the GEMM and direct kernels, and
+ * conv_check's result for the static shapes (the attributes then need no
+ * parsing per run; read-only after prepare, so executors on several
+ * threads share it). */
+typedef struct conv_state {
+    int64_t M, K, G;  /* shape the packing was made for */
+    const float *src; /* the weight data it was packed from */
+    float *apack;     /* G groups of ql_pack_a_floats(M/G, K), or NULL */
+    float *dpack;     /* for the direct kernel (NULL: packed per run) */
+    int64_t dlayout;  /* ... in ql_conv_direct_layout's layout */
+    bool memo;        /* conv_check's result below holds for these shapes */
+    int memo_ndim;
+    int64_t memo_x[2 + QL_MAX_SPATIAL], memo_w[2 + QL_MAX_SPATIAL]; /* x's batch extent aside */
+    int64_t memo_b;   /* bias extent, or -1 for none */
+    ql_window memo_win;
+    int64_t memo_M;
+} conv_state;
+
+static bool memo_holds(const conv_state *s, const ql_tensor *x, const ql_tensor *wt,
+                       const ql_tensor *b)
+{
+    if (!s || !s->memo || x->ndim != s->memo_ndim || wt->ndim != s->memo_ndim ||
+        (b ? b->ndim != 1 || b->dims[0] != s->memo_b : s->memo_b != -1))
+        return false;
+    for (int i = 0; i < s->memo_ndim; i++)
+        if ((i > 0 && x->dims[i] != s->memo_x[i]) || wt->dims[i] != s->memo_w[i])
+            return false;
+    return true;
+}
+
 static ql_status conv_check(const ql_node *n, const ql_tensor *x, const ql_tensor *wt,
                             const ql_tensor *b, ql_window *w, int64_t *M_out, ql_error *err)
 {
+    const conv_state *s = n->state;
+    if (memo_holds(s, x, wt, b)) {
+        *w = s->memo_win;
+        *M_out = s->memo_M;
+        return QL_OK;
+    }
     int transpose = n->op == QL_OP_CONV_TRANSPOSE;
     if (wt->ndim < 0)
         return ql_fail(err, QL_ERR_SHAPE, "the weight's rank must be known");
@@ -344,13 +380,6 @@ static ql_status conv_infer(const ql_node *n, const ql_tensor *const *in, ql_ten
 /* ---------------------------------------------------------------------------
  * prepare: validation and weight packing
  * ------------------------------------------------------------------------- */
-typedef struct conv_state {
-    int64_t M, K, G;  /* shape the packing was made for */
-    const float *src; /* the weight data it was packed from */
-    float *apack;     /* G groups of ql_pack_a_floats(M/G, K) */
-    float *dpack;     /* for the direct kernel (NULL: packed per run) */
-    int64_t dlayout;  /* ... in ql_conv_direct_layout's layout */
-} conv_state;
 
 static void conv_release(ql_node *n)
 {
@@ -400,32 +429,47 @@ static ql_status conv_prepare(ql_graph *g, ql_node *n, ql_error *err)
         wt = *wc;
     ql_window w;
     int64_t M;
-    ql_status st = conv_check(n, &x, &wt, n->n_in > 2 && n->in[2] >= 0 ? &b : NULL, &w, &M, err);
-    if (st != QL_OK || n->op != QL_OP_CONV || !wc || wc->dtype != QL_F32 || wt.dims[1] < 1 || M < 1)
+    const ql_tensor *bp = n->n_in > 2 && n->in[2] >= 0 ? &b : NULL;
+    ql_status st = conv_check(n, &x, &wt, bp, &w, &M, err);
+    if (st != QL_OK)
         return st;
+    conv_state *s = calloc(1, sizeof *s);
+    if (!s)
+        return ql_fail(err, QL_ERR_NOMEM, "out of memory preparing a convolution");
+    n->state = s;
+    /* the check's result, when every extent but the batch is known */
+    bool known = x.ndim == wt.ndim && x.ndim >= 3 && (!bp || bp->ndim == 1);
+    for (int i = 1; known && i < x.ndim; i++)
+        known = x.dims[i] >= 0 && wt.dims[i] >= 0;
+    if (known && wt.dims[0] >= 0 && (!bp || bp->dims[0] >= 0)) {
+        s->memo = true;
+        s->memo_ndim = x.ndim;
+        memcpy(s->memo_x, x.dims, (size_t)x.ndim * sizeof *x.dims);
+        memcpy(s->memo_w, wt.dims, (size_t)wt.ndim * sizeof *wt.dims);
+        s->memo_b = bp ? bp->dims[0] : -1;
+        s->memo_win = w;
+        s->memo_M = M;
+    }
+    if (n->op != QL_OP_CONV || !wc || wc->dtype != QL_F32 || wt.dims[1] < 1 || M < 1)
+        return QL_OK;
     int64_t G = ql_attr_int(n, "group", 1), mg = M / G, K = ql_numel(wt.ndim - 1, wt.dims + 1);
     conv_geom cg = {.nsp = w.nsp, .C = wt.dims[1] * G, .G = G, .cg = wt.dims[1], .kvol = K / wt.dims[1]};
     if (is_depthwise(&cg))
         return QL_OK; /* the direct kernel reads the weights as they are */
-    conv_state *s = calloc(1, sizeof *s);
     int64_t per = ql_pack_a_floats(mg, K);
-    if (s)
-        s->apack = ql_aligned_alloc((size_t)(per * G) * sizeof(float));
-    if (!s || !s->apack) {
-        free(s);
+    s->apack = ql_aligned_alloc((size_t)(per * G) * sizeof(float));
+    if (!s->apack)
         return ql_fail(err, QL_ERR_NOMEM, "out of memory packing the weights");
-    }
     s->M = M, s->K = K, s->G = G;
     s->src = wc->data;
     for (int64_t grp = 0; grp < G; grp++)
         ql_pack_a((const float *)wc->data + grp * mg * K, K, mg, K, s->apack + grp * per);
-    n->state = s;
     /* the direct kernel's packing depends on the output width: made here
      * when the input's spatial extents are known */
-    int known = x.ndim == w.nsp + 2;
-    for (int i = 0; known && i < w.nsp; i++)
-        known = x.dims[2 + i] > 0;
-    if (known && G == 1) {
+    int spatial = x.ndim == w.nsp + 2;
+    for (int i = 0; spatial && i < w.nsp; i++)
+        spatial = x.dims[2 + i] > 0;
+    if (spatial && G == 1) {
         conv_geom gg;
         geom_fill(&gg, &w, 1, cg.C, M, G);
         ql_dconv dc = direct_geom(&gg);
