@@ -501,12 +501,15 @@ ql_status ql_conv_direct(const ql_dconv *d, const float *x, const float *w, cons
     int64_t *koff = (int64_t *)(sc + w_floats);
     ql_phase lay = j.ph;
     lay.hq = j.lrows;
-    for (int64_t c = 0; c < d->C; c++)
+    /* the taps' offsets within a channel (the first channel's row of
+     * koff), then every channel's: no division per entry */
+    for (int64_t ky = 0, r = 0; ky < d->kh; ky++)
+        for (int64_t kx = 0; kx < d->kw; kx++, r++)
+            koff[r] = j.rows ? ky * d->dh * j.wq + kx * d->dw
+                             : ql_phase_off(&lay, ky * d->dh, kx * d->dw);
+    for (int64_t c = 1; c < d->C; c++)
         for (int64_t r = 0; r < kvol; r++)
-            koff[c * kvol + r] =
-                c * j.chan_stride + (j.rows ? r / d->kw * d->dh * j.wq + r % d->kw * d->dw
-                                            : ql_phase_off(&lay, r / d->kw * d->dh,
-                                                           r % d->kw * d->dw));
+            koff[c * kvol + r] = c * j.chan_stride + koff[r];
     j.koff = koff;
     j.wp = packed ? packed : wp;
     j.scratch = sc + w_floats + k_floats;
