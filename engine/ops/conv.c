@@ -1256,5 +1256,5 @@ const ql_op_def ql_op_def_CONV = {
 };
 const ql_op_def ql_op_def_CONV_TRANSPOSE = {
     .name = "ConvTranspose", .since_version = 1, .infer = conv_infer, .prepare = conv_prepare,
-    .run_f32 = convt_run, QL_IO(2, 3, 1, 1),
+    .run_f32 = convt_run, .release = conv_release, QL_IO(2, 3, 1, 1),
 };
