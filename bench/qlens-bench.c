@@ -137,12 +137,16 @@ int main(int argc, char **argv)
     ql_exec_opts o = {.n_threads = threads, .reuse_buffers = true, .split_samples = true};
     if (profile) {
         pr.ms = calloc((size_t)m->graph->n_nodes + 1, sizeof *pr.ms);
-        if (!pr.ms)
+        if (!pr.ms) {
+            ql_fail(&err, QL_ERR_NOMEM, "out of memory for the profile");
             goto fail;
+        }
         o.observer = prof_observe;
         o.observer_user = &pr;
-        if (pr.fused && !(o.observe = watch = prof_watch(m->graph)))
+        if (pr.fused && !(o.observe = watch = prof_watch(m->graph))) {
+            ql_fail(&err, QL_ERR_NOMEM, "out of memory for the profile");
             goto fail;
+        }
     }
     if (ql_exec_new(m->graph, &o, &ex, &err) != QL_OK)
         goto fail;
