@@ -17,9 +17,31 @@
 #ifdef HAVE_OPENBLAS_SET_NUM_THREADS
 #include <cblas.h>
 #endif
+#include <pthread.h>
+#ifdef HAVE_BLAS_THREAD_SHUTDOWN_
+void blas_thread_shutdown_(void); /* OpenBLAS's own, not in cblas.h */
+#endif
 
 #define QL_MAX_IO 16
 #define QL_SPARE_MAX 16
+
+/* The engine splits work itself; BLAS threads would oversubscribe and make
+ * results depend on the thread count. A threaded OpenBLAS also starts its
+ * workers when it loads, and they spin on the CPU for their first tenth of
+ * a second or so: on two cores that took one from our own threads at the
+ * start of every run. Once BLAS runs single-threaded its calls stay in the
+ * caller's thread, so the idle workers are stopped for good. */
+static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
+
+static void blas_single(void)
+{
+#ifdef HAVE_OPENBLAS_SET_NUM_THREADS
+    openblas_set_num_threads(1);
+#ifdef HAVE_BLAS_THREAD_SHUTDOWN_
+    blas_thread_shutdown_();
+#endif
+#endif
+}
 
 struct ql_exec {
     ql_graph *g;
@@ -160,11 +182,7 @@ ql_status ql_exec_new(ql_graph *g, const ql_exec_opts *opts, ql_exec **out, ql_e
                            label(n), n->op_type);
         }
     }
-#ifdef HAVE_OPENBLAS_SET_NUM_THREADS
-    /* the engine splits work itself; BLAS threads would oversubscribe and
-     * make results depend on the thread count */
-    openblas_set_num_threads(1);
-#endif
+    pthread_once(&blas_once, blas_single);
     x->pool = ql_pool_new(x->opts.n_threads);
     size_t nv = (size_t)(g->n_values ? g->n_values : 1);
     x->slots = calloc(nv, sizeof *x->slots);
