@@ -196,7 +196,7 @@ static ql_status collect_split(ql_model *m, const ql_dataset *d, const ql_calib_
         if ((st = ql_batcher_get(&b, first, &count, &sc.feed, err)) != QL_OK)
             break;
         sc.count = count;
-        ql_parallel_for(&pctx, (count + sc.unit - 1) / sc.unit, 1, split_units, &sc);
+        ql_parallel_for_dynamic(&pctx, (count + sc.unit - 1) / sc.unit, 1, split_units, &sc);
         if (sc.fe.st != QL_OK) {
             *err = sc.fe.err;
             st = ql_fail_prefix(err, sc.fe.st, "%s: samples %lld-%lld", d->source,

@@ -768,7 +768,7 @@ static ql_status run_split(ql_exec *x, const ql_tensor *const *inputs, int64_t n
     if (!j.res)
         return ql_fail(err, QL_ERR_NOMEM, "out of memory");
     ql_first_error_init(&j.fe);
-    ql_parallel_for(&x->ctx, n, 1, split_tasks, &j);
+    ql_parallel_for_dynamic(&x->ctx, n, 1, split_tasks, &j);
     ql_status st = j.fe.st;
     if (st != QL_OK)
         *err = j.fe.err;

@@ -63,6 +63,12 @@ typedef void (*ql_range_fn)(void *arg, int64_t begin, int64_t end, int tid);
  * on the context's threads; returns when all are done. Kernels must give
  * bit-identical results whatever the split: never split a reduction. */
 void ql_parallel_for(ql_exec_ctx *ctx, int64_t n, int64_t grain, ql_range_fn fn, void *arg);
+/* The same, but the items go, grain at a time, to whichever thread is free
+ * (a thread held up elsewhere holds up no one). Which thread runs which
+ * items varies from run to run: only for work whose results cannot depend
+ * on it, such as whole samples on per-thread executors. */
+void ql_parallel_for_dynamic(ql_exec_ctx *ctx, int64_t n, int64_t grain, ql_range_fn fn,
+                             void *arg);
 int ql_ctx_threads(const ql_exec_ctx *ctx);
 /* Scratch memory valid for the current kernel call (64-byte aligned); the
  * same buffer is returned to every caller, so split it by tid yourself. */

@@ -1,10 +1,12 @@
 /* Worker threads for parallel-for. Chunk k of a loop always runs on thread k
  * (the caller is thread 0), so per-thread scratch indexed by tid is safe and
- * results never depend on scheduling. */
+ * results never depend on scheduling. A dynamic loop hands its items out to
+ * whichever thread is free instead (tids stay unique, the split varies). */
 #include "pool.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -35,6 +37,8 @@ struct ql_pool {
     atomic_int spin;         /* current spin budget, in checks */
     int n_chunks;
     int64_t n;
+    int64_t grain;       /* dynamic loops: items taken at a time, else 0 */
+    atomic_llong next;   /* dynamic loops: the first item not yet taken */
     ql_range_fn fn;
     void *arg;
 };
@@ -68,6 +72,14 @@ static void spin_adapt(ql_pool *p, int spun_ok)
 
 static void run_chunk(ql_pool *p, int k)
 {
+    if (p->grain > 0) {
+        for (;;) {
+            int64_t begin = atomic_fetch_add_explicit(&p->next, p->grain, memory_order_relaxed);
+            if (begin >= p->n)
+                return;
+            p->fn(p->arg, begin, begin + p->grain < p->n ? begin + p->grain : p->n, k);
+        }
+    }
     int64_t begin = p->n * k / p->n_chunks, end = p->n * (k + 1) / p->n_chunks;
     if (begin < end)
         p->fn(p->arg, begin, end, k);
@@ -177,7 +189,22 @@ void ql_pool_free(ql_pool *p)
 
 int ql_pool_threads(const ql_pool *p) { return p ? p->n_threads : 1; }
 
+static void dispatch(ql_exec_ctx *ctx, int64_t n, int64_t grain, bool dynamic, ql_range_fn fn,
+                     void *arg);
+
 void ql_parallel_for(ql_exec_ctx *ctx, int64_t n, int64_t grain, ql_range_fn fn, void *arg)
+{
+    dispatch(ctx, n, grain, false, fn, arg);
+}
+
+void ql_parallel_for_dynamic(ql_exec_ctx *ctx, int64_t n, int64_t grain, ql_range_fn fn,
+                             void *arg)
+{
+    dispatch(ctx, n, grain, true, fn, arg);
+}
+
+static void dispatch(ql_exec_ctx *ctx, int64_t n, int64_t grain, bool dynamic, ql_range_fn fn,
+                     void *arg)
 {
     if (n <= 0)
         return;
@@ -197,6 +224,8 @@ void ql_parallel_for(ql_exec_ctx *ctx, int64_t n, int64_t grain, ql_range_fn fn,
     p->arg = arg;
     p->n = n;
     p->n_chunks = chunks;
+    p->grain = dynamic ? grain : 0;
+    atomic_store_explicit(&p->next, 0, memory_order_relaxed);
     atomic_store_explicit(&p->pending, p->n_threads - 1, memory_order_relaxed);
     atomic_fetch_add(&p->generation, 1);
     if (atomic_load(&p->sleepers)) {
