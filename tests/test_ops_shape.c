@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <time.h>
 
 #include "engine/pool.h"
@@ -1530,6 +1531,75 @@ static void test_parallel_for(void **state)
     }
 }
 
+/* Dynamic loops hand out ranges of `grain` items (the last one shorter)
+ * to whichever thread is free: every item exactly once, every range
+ * aligned to the grain, tids in [0, threads) and never two ranges on one
+ * tid at the same time; mixed with static loops on the same pool. */
+typedef struct pfd_rec {
+    int64_t n, grain;
+    int threads;
+    atomic_int count[600];
+    atomic_int busy[8];
+    atomic_int bad;
+} pfd_rec;
+
+static void pfd_fn(void *arg, int64_t begin, int64_t end, int tid)
+{
+    pfd_rec *r = arg;
+    if (tid < 0 || tid >= r->threads || atomic_fetch_add(&r->busy[tid], 1) != 0) {
+        atomic_store(&r->bad, 1);
+        return;
+    }
+    if (begin % r->grain || (end - begin != r->grain && end != r->n) || end > r->n)
+        atomic_store(&r->bad, 1);
+    for (int64_t i = begin; i < end; i++)
+        atomic_fetch_add(&r->count[i], 1);
+    atomic_fetch_sub(&r->busy[tid], 1);
+}
+
+static void test_parallel_for_dynamic(void **state)
+{
+    (void)state;
+    static pfd_rec r;
+    static pf_rec rs;
+    for (int threads = 1; threads <= 5; threads += 2) {
+        ql_pool *pool = ql_pool_new(threads);
+        assert_non_null(pool);
+        ql_exec_ctx ctx;
+        ql_ctx_init(&ctx, pool);
+        tu_rng rng = {threads + 10};
+        for (int it = 0; it < 3000; it++) {
+            memset(&r, 0, sizeof r);
+            r.threads = threads;
+            r.n = 1 + tu_next(&rng) % 600;
+            r.grain = 1 + tu_next(&rng) % 40;
+            ql_parallel_for_dynamic(&ctx, r.n, r.grain, pfd_fn, &r);
+            assert_int_equal(atomic_load(&r.bad), 0);
+            for (int64_t i = 0; i < r.n; i++)
+                assert_int_equal(atomic_load(&r.count[i]), 1);
+            if (it % 3 == 0) { /* a static loop in between still splits statically */
+                memset(&rs, 0, sizeof rs);
+                rs.n = 1 + tu_next(&rng) % 600;
+                ql_parallel_for(&ctx, rs.n, 1, pf_fn, &rs);
+                int64_t chunks = rs.n < threads ? rs.n : threads;
+                for (int64_t i = 0; i < rs.n; i++) {
+                    int64_t k = 0;
+                    while (k + 1 < chunks && rs.n * (k + 1) / chunks <= i)
+                        k++;
+                    assert_int_equal(rs.count[i], 1);
+                    assert_int_equal(rs.owner[i], k);
+                }
+            }
+            if (it % 500 == 499) {
+                struct timespec ts = {0, 2000000};
+                nanosleep(&ts, NULL);
+            }
+        }
+        ql_ctx_destroy(&ctx);
+        ql_pool_free(pool);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1541,6 +1611,7 @@ int main(void)
         cmocka_unit_test(test_transpose), cmocka_unit_test(test_pad),
         cmocka_unit_test(test_gather),    cmocka_unit_test(test_resize),
         cmocka_unit_test(test_parallel_for),
+        cmocka_unit_test(test_parallel_for_dynamic),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
