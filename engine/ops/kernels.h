@@ -268,4 +268,27 @@ ql_status ql_conv_dw8(const ql_dconv *d, const float *x, const float *w, const f
                       const float *add, float *y, const ql_act *act, ql_exec_ctx *ctx,
                       ql_error *err);
 
+/* Data movement (transform.c, pad.c, gather.c): an element's size, and
+ * the items one parallel work item should take so that it moves at least
+ * 32 KiB, which keeps thread start-up negligible next to the copying. */
+static inline size_t esize(const ql_tensor *t) { return ql_dtype_info(t->dtype)->size; }
+
+#define GRAIN_BYTES ((int64_t)32 << 10)
+
+/* outer = product of t's dims before ax, inner = product after. */
+static inline void outer_inner(const ql_tensor *t, int ax, int64_t *outer, int64_t *inner)
+{
+    *outer = 1;
+    *inner = 1;
+    for (int i = 0; i < ax; i++)
+        *outer *= t->dims[i];
+    for (int i = ax + 1; i < t->ndim; i++)
+        *inner *= t->dims[i];
+}
+
+static inline int64_t grain_for(int64_t bytes_per_item)
+{
+    return bytes_per_item >= GRAIN_BYTES ? 1 : GRAIN_BYTES / (bytes_per_item > 0 ? bytes_per_item : 1);
+}
+
 #endif
