@@ -47,7 +47,9 @@
     X(IDENTITY, "Identity", 1)                          \
     X(DROPOUT, "Dropout", 1)                            \
     X(CONSTANT, "Constant", 1)                          \
-    X(RESIZE, "Resize", 10)
+    X(RESIZE, "Resize", 10)                             \
+    X(CAST, "Cast", 6)                                  \
+    X(CONSTANT_OF_SHAPE, "ConstantOfShape", 9)
 
 #define QL_OP_ENUM_(e, name, since) QL_OP_##e,
 typedef enum { QL_OP_LIST(QL_OP_ENUM_) QL_OP_COUNT } ql_op_id;

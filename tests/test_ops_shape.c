@@ -1531,6 +1531,127 @@ static void test_parallel_for(void **state)
     }
 }
 
+/* ---------------------------------------------------------------------------
+ * Cast and ConstantOfShape (ops/cast.c)
+ * ------------------------------------------------------------------------- */
+static void test_cast(void **state)
+{
+    (void)state;
+    /* float to int: truncation toward zero, saturation, NaN as 0 */
+    static const float xf[8] = {1.9f, -1.9f, 300.0f, -300.0f, 0.5f, -0.0f, NAN, 1e30f};
+    static const int8_t want_i8[8] = {1, -1, 127, -128, 0, 0, 0, 127};
+    static const uint8_t want_u8[8] = {1, 0, 255, 0, 0, 0, 0, 255};
+    static const int64_t want_i64[8] = {1, -1, 300, -300, 0, 0, 0, INT64_MAX - 1023};
+    static const uint8_t want_b[8] = {1, 1, 1, 1, 1, 0, 1, 1};
+    int64_t d[1] = {8};
+    ql_tensor *x = ql_tensor_new(QL_F32, 1, d);
+    memcpy(x->data, xf, sizeof xf);
+    const ql_tensor *in[1] = {x};
+    struct {
+        int onnx;
+        ql_dtype dt;
+        const void *want;
+        size_t bytes;
+    } cases[] = {{3, QL_I8, want_i8, sizeof want_i8},
+                 {2, QL_U8, want_u8, sizeof want_u8},
+                 {7, QL_I64, want_i64, sizeof want_i64},
+                 {9, QL_BOOL, want_b, sizeof want_b}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        tu_node t = tu_node_new("Cast", 13, 1, in, NULL, 1);
+        ql_node_add_attr(t.g, t.node, "to", QL_ATTR_INT)->i = cases[c].onnx;
+        ql_tensor *y;
+        run2(&t, in, 1, 1, &y, "Cast from float");
+        assert_int_equal(y->dtype, cases[c].dt);
+        check_shape(y, 1, d, "Cast from float");
+        assert_memory_equal(y->data, cases[c].want, cases[c].bytes);
+        ql_tensor_free(y);
+        tu_node_free(&t);
+    }
+    ql_tensor_free(x);
+
+    /* int64 to float, and to narrower ints with wrap-around */
+    static const int64_t xi[4] = {-1, 256, 40000, -129};
+    static const float want_f[4] = {-1.0f, 256.0f, 40000.0f, -129.0f};
+    static const int8_t want_w8[4] = {-1, 0, 64, 127};
+    static const int16_t want_w16[4] = {-1, 256, -25536, -129};
+    d[0] = 4;
+    x = ql_tensor_new(QL_I64, 1, d);
+    memcpy(x->data, xi, sizeof xi);
+    in[0] = x;
+    struct {
+        int onnx;
+        const void *want;
+        size_t bytes;
+    } ic[] = {{1, want_f, sizeof want_f}, {3, want_w8, sizeof want_w8}, {5, want_w16, sizeof want_w16}};
+    for (size_t c = 0; c < sizeof ic / sizeof ic[0]; c++) {
+        tu_node t = tu_node_new("Cast", 13, 1, in, NULL, 1);
+        ql_node_add_attr(t.g, t.node, "to", QL_ATTR_INT)->i = ic[c].onnx;
+        ql_tensor *y;
+        run2(&t, in, 1, 1, &y, "Cast from int64");
+        assert_memory_equal(y->data, ic[c].want, ic[c].bytes);
+        ql_tensor_free(y);
+        tu_node_free(&t);
+    }
+    /* a dtype the engine lacks: a clear error */
+    tu_node t = tu_node_new("Cast", 13, 1, in, NULL, 1);
+    ql_node_add_attr(t.g, t.node, "to", QL_ATTR_INT)->i = 11; /* DOUBLE */
+    run_fails(&t, in, 1, "ONNX type 11 is not supported");
+    tu_node_free(&t);
+    ql_tensor_free(x);
+}
+
+static void test_constant_of_shape(void **state)
+{
+    (void)state;
+    int64_t d[1] = {3};
+    ql_tensor *shape = ql_tensor_new(QL_I64, 1, d);
+    ((int64_t *)shape->data)[0] = 2;
+    ((int64_t *)shape->data)[1] = 1;
+    ((int64_t *)shape->data)[2] = 3;
+    const ql_tensor *in[1] = {shape};
+    int is_const[1] = {1};
+    /* default: float zeros */
+    tu_node t = tu_node_new("ConstantOfShape", 13, 1, in, is_const, 1);
+    ql_tensor *y;
+    run2(&t, in, 1, 1, &y, "ConstantOfShape default");
+    int64_t want[3] = {2, 1, 3};
+    check_shape(y, 3, want, "ConstantOfShape default");
+    assert_int_equal(y->dtype, QL_F32);
+    for (int i = 0; i < 6; i++)
+        assert_true(((float *)y->data)[i] == 0.0f && !signbit(((float *)y->data)[i]));
+    ql_tensor_free(y);
+    tu_node_free(&t);
+    /* an int64 value */
+    int64_t one[1] = {1};
+    ql_tensor *v = ql_tensor_new(QL_I64, 1, one);
+    ((int64_t *)v->data)[0] = -7;
+    t = tu_node_new("ConstantOfShape", 13, 1, in, is_const, 1);
+    ql_node_add_attr(t.g, t.node, "value", QL_ATTR_TENSOR)->t = v;
+    run2(&t, in, 1, 1, &y, "ConstantOfShape int64");
+    assert_int_equal(y->dtype, QL_I64);
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(((int64_t *)y->data)[i], -7);
+    ql_tensor_free(y);
+    tu_node_free(&t);
+    /* an empty shape: a scalar */
+    int64_t z[1] = {0};
+    ql_tensor *es = ql_tensor_new(QL_I64, 1, z);
+    in[0] = es;
+    t = tu_node_new("ConstantOfShape", 13, 1, in, is_const, 1);
+    run2(&t, in, 1, 1, &y, "ConstantOfShape scalar");
+    assert_int_equal(y->ndim, 0);
+    ql_tensor_free(y);
+    tu_node_free(&t);
+    ql_tensor_free(es);
+    /* a negative extent */
+    ((int64_t *)shape->data)[1] = -2;
+    in[0] = shape;
+    t = tu_node_new("ConstantOfShape", 13, 1, in, NULL, 1);
+    run_fails(&t, in, 1, "negative extent -2");
+    tu_node_free(&t);
+    ql_tensor_free(shape);
+}
+
 /* Dynamic loops hand out ranges of `grain` items (the last one shorter)
  * to whichever thread is free: every item exactly once, every range
  * aligned to the grain, tids in [0, threads) and never two ranges on one
@@ -1612,6 +1733,8 @@ int main(void)
         cmocka_unit_test(test_gather),    cmocka_unit_test(test_resize),
         cmocka_unit_test(test_parallel_for),
         cmocka_unit_test(test_parallel_for_dynamic),
+        cmocka_unit_test(test_cast),
+        cmocka_unit_test(test_constant_of_shape),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
