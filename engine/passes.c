@@ -346,6 +346,65 @@ typedef struct sym_elem {
 
 #define SYM_MAX 16
 
+static int sym_eval(const ql_graph *g, int v, sym_elem *out, int depth);
+
+/* One constant element of input j of n (a Slice parameter), or dflt when
+ * the input is absent; false when it is not a one-element constant. */
+static bool const_scalar(const ql_graph *g, const ql_node *n, int j, int64_t dflt, int64_t *v)
+{
+    if (j >= n->n_in || n->in[j] < 0) {
+        *v = dflt;
+        return true;
+    }
+    const ql_tensor *t = g->values[n->in[j]].constant;
+    if (!t || t->dtype == QL_F32 || ql_tensor_numel(t) != 1)
+        return false;
+    *v = ql_tensor_get_i64(t, 0);
+    return true;
+}
+
+/* Slice of a symbolic 1-D vector (x.shape[a:b] in PyTorch's exports):
+ * one axis, constant starts, ends and steps, clamped as ONNX does. */
+static int sym_slice(const ql_graph *g, const ql_node *n, sym_elem *out, int depth)
+{
+    sym_elem a[SYM_MAX];
+    int na = sym_eval(g, n->in[0], a, depth + 1);
+    if (na < 0)
+        return -1;
+    int64_t start, end, axis, step;
+    if (g->opset < 10) { /* attributes */
+        int ns, ne, nx;
+        const int64_t *st = ql_attr_ints(n, "starts", &ns), *en = ql_attr_ints(n, "ends", &ne);
+        const int64_t *ax = ql_attr_ints(n, "axes", &nx);
+        if (!st || !en || ns != 1 || ne != 1 || (ax && (nx != 1 || (ax[0] != 0 && ax[0] != -1))))
+            return -1;
+        start = st[0], end = en[0], step = 1;
+    } else if (!const_scalar(g, n, 1, 0, &start) || !const_scalar(g, n, 2, 0, &end) ||
+               !const_scalar(g, n, 3, 0, &axis) || !const_scalar(g, n, 4, 1, &step) ||
+               (axis != 0 && axis != -1) || step == 0 || n->n_in < 3) {
+        return -1;
+    }
+    /* clamp as ONNX: negative counts from the end; start to [0, n] (or
+     * [0, n-1] stepping back), end likewise ([-1, n-1] stepping back) */
+    if (start < 0)
+        start += na;
+    if (end < 0)
+        end += na;
+    int cnt = 0;
+    if (step > 0) {
+        start = start < 0 ? 0 : start > na ? na : start;
+        end = end < 0 ? 0 : end > na ? na : end;
+        for (int64_t k = start; k < end; k += step)
+            out[cnt++] = a[k];
+    } else {
+        start = start < 0 ? -1 : start > na - 1 ? na - 1 : start;
+        end = end < -1 ? -1 : end > na - 1 ? na - 1 : end;
+        for (int64_t k = start; k > end; k += step)
+            out[cnt++] = a[k];
+    }
+    return cnt;
+}
+
 /* Evaluates value v as a short 1-D (or scalar) int64 vector of symbols.
  * Returns the element count, or -1 when it cannot tell. */
 static int sym_eval(const ql_graph *g, int v, sym_elem *out, int depth)
@@ -408,6 +467,14 @@ static int sym_eval(const ql_graph *g, int v, sym_elem *out, int depth)
     case QL_OP_UNSQUEEZE:
     case QL_OP_SQUEEZE:
         return sym_eval(g, n->in[0], out, depth + 1); /* 0-d <-> 1-d keeps the elements */
+    case QL_OP_CAST: { /* between integer types: shape values are small */
+        ql_dtype to = g->values[n->out[0]].dtype;
+        if (to != QL_I64 && to != QL_I32)
+            return -1;
+        return sym_eval(g, n->in[0], out, depth + 1);
+    }
+    case QL_OP_SLICE:
+        return sym_slice(g, n, out, depth);
     case QL_OP_CONCAT: {
         /* concatenating flattened inputs is only right for 1-D results */
         if (g->values[n->out[0]].ndim != 1)
@@ -445,6 +512,7 @@ static int dim_origin(const ql_graph *g, int v, int axis)
         case QL_OP_RELU: case QL_OP_LEAKYRELU: case QL_OP_PRELU: case QL_OP_CLIP:
         case QL_OP_SIGMOID: case QL_OP_HARDSIGMOID: case QL_OP_HARDSWISH: case QL_OP_TANH:
         case QL_OP_SOFTMAX: case QL_OP_IDENTITY: case QL_OP_DROPOUT: case QL_OP_BATCHNORM:
+        case QL_OP_CAST:
             keeps = true;
             break;
         case QL_OP_CONV: case QL_OP_CONV_TRANSPOSE: case QL_OP_MAXPOOL: case QL_OP_AVERAGEPOOL:
@@ -507,9 +575,9 @@ static int fold_reshape_shape(ql_graph *g, int i, ql_error *err)
     return 1;
 }
 
-/* A shape-arithmetic node (Shape, Gather, Unsqueeze, Squeeze, Concat) whose
- * result holds only known extents becomes a constant, even when other
- * extents of the tensor it measures are dynamic. */
+/* A shape-arithmetic node (Shape, Gather, Unsqueeze, Squeeze, Concat, Slice,
+ * Cast) whose result holds only known extents becomes a constant, even when
+ * other extents of the tensor it measures are dynamic. */
 static int fold_static_shape(ql_graph *g, int i, ql_error *err)
 {
     const ql_node *n = &g->nodes[i];
@@ -592,7 +660,8 @@ int ql_pass_fold_constants(ql_graph *g, ql_error *err)
             if (!graph_out) /* outputs stay computed by a node */
                 r = fold_node(g, i, err);
         } else if (n->op == QL_OP_SHAPE || n->op == QL_OP_GATHER || n->op == QL_OP_UNSQUEEZE ||
-                   n->op == QL_OP_SQUEEZE || n->op == QL_OP_CONCAT) {
+                   n->op == QL_OP_SQUEEZE || n->op == QL_OP_CONCAT || n->op == QL_OP_SLICE ||
+                   n->op == QL_OP_CAST) {
             r = fold_static_shape(g, i, err);
         } else if (n->op == QL_OP_RESHAPE) {
             r = fold_reshape_shape(g, i, err);

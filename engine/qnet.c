@@ -158,7 +158,8 @@ ql_status ql_qnet_build(const ql_graph *g, ql_qnet **out, ql_error *err)
                     q->value_src[n->out[j]] = src;
             continue;
         }
-        if (r != ROLE_LAYER || n->n_out < 1)
+        /* arithmetic on shapes or indices (int64 Concat, Mul...) is no layer */
+        if (r != ROLE_LAYER || n->n_out < 1 || n->out[0] < 0 || g->values[n->out[0]].dtype != QL_F32)
             continue;
         ql_qlayer *L = &q->layers[q->n_layers];
         L->name = n->name;

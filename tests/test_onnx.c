@@ -18,6 +18,7 @@
 #include "engine/exec.h"
 #include "engine/onnx.h"
 #include "engine/passes.h"
+#include "engine/qnet.h"
 #include "onnx.pb-c.h"
 #include "testutil.h"
 
@@ -1354,6 +1355,122 @@ static void test_fold_partial_shape(void **state)
     mb_free(b);
 }
 
+/* x.flatten(2) as PyTorch exports it: Reshape(r, Concat(Slice(Shape(r),
+ * 0:2), [-1])), here through a Cast too; with a dynamic batch it becomes
+ * Reshape(r, [0, 2, -1]) and the output's extents are known. */
+static void test_fold_sliced_shape(void **state)
+{
+    (void)state;
+    mb *b = mb_new(13);
+    int64_t xd[4] = {-1, 2, 3, 3}, one[1] = {1}, zero = 0, two = 2, minus1 = -1;
+    mb_input(b, "x", 4, xd);
+    mb_init_i64(b, "start", 1, one, &zero);
+    mb_init_i64(b, "end", 1, one, &two);
+    mb_init_i64(b, "axes", 1, one, &zero);
+    mb_init_i64(b, "minus1", 1, one, &minus1);
+    mb_node(b, "Sigmoid", "sig", "x", "r");
+    mb_node(b, "Shape", "shape", "r", "s");
+    mb_attr_i(b, mb_node(b, "Cast", "cast", "s", "s64"), "to", 7);
+    mb_node(b, "Slice", "slice", "s64,start,end,axes", "nc");
+    Onnx__NodeProto *c = mb_node(b, "Concat", "concat", "nc,minus1", "shp");
+    mb_attr_i(b, c, "axis", 0);
+    mb_node(b, "Reshape", "reshape", "r,shp", "y");
+    mb_output(b, "y");
+    tu_rng r = {810};
+    int64_t in[4] = {3, 2, 3, 3};
+    ql_tensor *x = tu_rand(&r, 4, in, -2, 2);
+    ql_model *m = check_passes_keep_results(b, x, 0, 0);
+    assert_ops(m, "Sigmoid Reshape");
+    const ql_tensor *shp = m->graph->values[m->graph->nodes[1].in[1]].constant;
+    assert_non_null(shp);
+    int64_t want[3] = {0, 2, -1};
+    assert_int_equal(ql_tensor_numel(shp), 3);
+    assert_memory_equal(shp->data, want, sizeof want);
+    const ql_value *y = &m->graph->values[m->graph->outputs[0]];
+    int64_t yd[3] = {-1, 2, 9};
+    assert_true(ql_shape_equal(y->ndim, y->dims, 3, yd));
+    ql_tensor_free(x);
+    ql_model_free(m);
+    mb_free(b);
+}
+
+/* F.pad as PyTorch exports it: the pads computed by ConstantOfShape,
+ * Concat, Reshape, a reversing Slice, Transpose, Reshape and Cast, all
+ * constant: loaded (the ops run when not folded, as in the raw model) and
+ * folded into a constant pads input. */
+static void test_fold_pad_subgraph(void **state)
+{
+    (void)state;
+    mb *b = mb_new(13);
+    int64_t xd[4] = {-1, 2, 3, 4}, one[1] = {1}, two[1] = {2}, four[1] = {4};
+    int64_t n4 = 4, pads_hw[4] = {1, 2, 0, 3}, shape2[2] = {-1, 2}, minus1 = -1;
+    int64_t big = INT64_MIN + 1, zero = 0, perm[2] = {1, 0};
+    mb_input(b, "x", 4, xd);
+    mb_init_i64(b, "n", 1, one, &n4);
+    mb_init_i64(b, "pads_hw", 1, four, pads_hw);
+    mb_init_i64(b, "shape2", 1, two, shape2);
+    mb_init_i64(b, "sl_start", 1, one, &minus1);
+    mb_init_i64(b, "sl_end", 1, one, &big);
+    mb_init_i64(b, "sl_axes", 1, one, &zero);
+    mb_init_i64(b, "sl_steps", 1, one, &minus1);
+    mb_init_i64(b, "flat", 1, one, &minus1);
+    Onnx__NodeProto *cs = mb_node(b, "ConstantOfShape", "cofs", "n", "zeros");
+    Onnx__AttributeProto *va = mb_attr(b, cs, "value", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__TENSOR);
+    int64_t z = 0;
+    va->t = mb_tensor(b, "value", 7, 1, one, &z, ENC_RAW);
+    mb_attr_i(b, mb_node(b, "Concat", "cat", "pads_hw,zeros", "p8"), "axis", 0);
+    mb_node(b, "Reshape", "rs1", "p8,shape2", "p42");
+    mb_node(b, "Slice", "rev", "p42,sl_start,sl_end,sl_axes,sl_steps", "p42r");
+    mb_attr_ints(b, mb_node(b, "Transpose", "tr", "p42r", "p24"), "perm", 2, perm);
+    mb_node(b, "Reshape", "rs2", "p24,flat", "p8b");
+    mb_attr_i(b, mb_node(b, "Cast", "cast", "p8b", "pads"), "to", 7);
+    mb_node(b, "Pad", "pad", "x,pads", "y");
+    mb_output(b, "y");
+    tu_rng r = {820};
+    int64_t in[4] = {2, 2, 3, 4};
+    ql_tensor *x = tu_rand(&r, 4, in, -2, 2);
+    ql_model *m = check_passes_keep_results(b, x, 0, 0);
+    assert_ops(m, "Pad");
+    /* PyTorch's order (W begin, W end, H begin, H end) reversed pairwise into
+     * ONNX's: begins of N, C, H, W then ends */
+    const ql_tensor *pads = m->graph->values[m->graph->nodes[0].in[1]].constant;
+    assert_non_null(pads);
+    int64_t want[8] = {0, 0, 0, 1, 0, 0, 3, 2};
+    assert_int_equal(ql_tensor_numel(pads), 8);
+    assert_memory_equal(pads->data, want, sizeof want);
+    const ql_value *y = &m->graph->values[m->graph->outputs[0]];
+    int64_t yd[4] = {-1, 2, 6, 7};
+    assert_true(ql_shape_equal(y->ndim, y->dims, 4, yd));
+    ql_tensor_free(x);
+    ql_model_free(m);
+    mb_free(b);
+}
+
+/* Arithmetic on shapes is no quantized layer: an int64 Concat of a
+ * dynamic Shape (kept, since the batch is not known) next to a float Add. */
+static void test_qnet_skips_int_layers(void **state)
+{
+    (void)state;
+    mb *b = mb_new(13);
+    int64_t xd[2] = {-1, 3}, one[1] = {1}, five = 5;
+    mb_input(b, "x", 2, xd);
+    mb_init_i64(b, "five", 1, one, &five);
+    mb_node(b, "Add", "add", "x,x", "y");
+    mb_node(b, "Shape", "shape", "x", "s");
+    mb_attr_i(b, mb_node(b, "Concat", "cat", "s,five", "s2"), "axis", 0);
+    mb_output(b, "y");
+    mb_output(b, "s2");
+    ql_model *m = load_ok(b, false);
+    ql_qnet *q = NULL;
+    ql_error err;
+    assert_int_equal(ql_qnet_build(m->graph, &q, &err), QL_OK);
+    assert_int_equal(q->n_layers, 1);
+    assert_string_equal(q->layers[0].name, "add");
+    ql_qnet_free(q);
+    ql_model_free(m);
+    mb_free(b);
+}
+
 static void test_fold_constants(void **state)
 {
     (void)state;
@@ -1577,6 +1694,9 @@ int main(void)
         cmocka_unit_test(test_drop_identity),
         cmocka_unit_test(test_fold_flatten_pattern),
         cmocka_unit_test(test_fold_partial_shape),
+        cmocka_unit_test(test_fold_sliced_shape),
+        cmocka_unit_test(test_fold_pad_subgraph),
+        cmocka_unit_test(test_qnet_skips_int_layers),
         cmocka_unit_test(test_fold_constants),
         cmocka_unit_test(test_dynamic_batch),
         cmocka_unit_test(test_backend_cases),
