@@ -3,6 +3,7 @@
  * just works), and every intermediate buffer is released as soon as its last
  * consumer has run, which keeps peak memory near the widest cut of the graph. */
 #include "exec.h"
+#include "exec_priv.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -22,8 +23,6 @@
 void blas_thread_shutdown_(void); /* OpenBLAS's own, not in cblas.h */
 #endif
 
-#define QL_MAX_IO 16
-#define QL_SPARE_MAX 16
 
 /* The engine splits work itself; BLAS threads would oversubscribe and make
  * results depend on the thread count. A threaded OpenBLAS also starts its
@@ -43,43 +42,6 @@ static void blas_single(void)
 #endif
 }
 
-struct ql_exec {
-    ql_graph *g;
-    ql_exec_opts opts;
-    ql_pool *pool;
-    ql_exec_ctx ctx;
-    ql_tensor *slots;   /* per value: runtime header + data */
-    char *have;         /* per value: slot holds data */
-    int *refs;          /* per value: consumers still to run */
-    /* Activation fusion (only without an observer, which must see every
-     * tensor): fused_act[i] is the Relu/Clip node whose clamp node i's kernel
-     * applies, or -1; fused_into[j] is that producer for the activation. */
-    int *fused_act, *fused_into;
-    float *fuse_lo, *fuse_hi;
-    /* Residual fusion (Conv then Add, the conv output read by the Add alone
-     * and neither watched nor quantized): fused_add[i] is the Add node whose
-     * addition Conv node i applies in its kernel, add_other[i] the Add's
-     * other operand (produced before node i). It is decided again at run
-     * time (operand present, same shape); add_done[j] records that Add node
-     * j was applied by its producer in this run. */
-    int *fused_add, *add_other;
-    char *add_done;
-    const ql_tensor *pend_add; /* the addend offered to the node being run */
-    ql_exec_quant quant; /* fake-quant plan, or all NULL for float */
-    /* opts.reuse_buffers: released buffers by size, and the bytes of owned
-     * value buffers live now and at most so far (live + spare <= peak) */
-    void *spare[QL_SPARE_MAX];
-    size_t spare_bytes[QL_SPARE_MAX];
-    int n_spare;
-    size_t live, peak;
-    /* opts.reuse_buffers: planned buffers for the kinds of run seen */
-    ql_memplan *mp;
-    /* opts.split_samples: whether the graph allows it, and the per-thread
-     * one-thread executors (made at the first split run) */
-    bool split_ok;
-    ql_exec **sub;
-    int n_sub;
-};
 
 /* Clamp range of a Relu or Clip node with constant bounds; false otherwise. */
 static bool clamp_range(const ql_graph *g, const ql_node *a, float *lo, float *hi)
@@ -674,120 +636,6 @@ ql_status ql_exec_run_from(ql_exec *x, int start_node, int n_feeds, const int *f
     return st;
 }
 
-/* ---- one sample at a time (opts.split_samples) ---- */
-
-typedef struct split_job {
-    ql_exec *x;
-    const ql_tensor *const *inputs;
-    int64_t n;        /* samples */
-    ql_tensor **res;  /* per sample, its outputs: res[i * n_outputs + j] */
-    ql_first_error fe;
-} split_job;
-
-static void split_tasks(void *arg, int64_t begin, int64_t end, int tid)
-{
-    split_job *j = arg;
-    const ql_graph *g = j->x->g;
-    ql_tensor view[QL_MAX_IO * 4];
-    const ql_tensor *in[QL_MAX_IO * 4];
-    for (int64_t i = begin; i < end && !j->fe.stop; i++) {
-        for (int k = 0; k < g->n_inputs; k++) {
-            view[k] = ql_tensor_rows(j->inputs[k], i, 1);
-            in[k] = &view[k];
-        }
-        ql_error e = {{0}};
-        ql_status st = ql_exec_run(j->x->sub[tid], in, j->res + i * g->n_outputs, &e);
-        if (st != QL_OK)
-            ql_first_error_set(&j->fe, st, &e);
-    }
-}
-
-/* Output j of the batch: the samples' outputs joined along axis 0. */
-static ql_status split_join(const split_job *j, int o, ql_tensor **out, ql_error *err)
-{
-    int no = j->x->g->n_outputs;
-    const ql_tensor *f = j->res[o];
-    ql_tensor *t = calloc(1, sizeof *t);
-    if (!t)
-        return ql_fail(err, QL_ERR_NOMEM, "out of memory");
-    *t = (ql_tensor){.dtype = f->dtype, .ndim = f->ndim};
-    memcpy(t->dims, f->dims, sizeof t->dims);
-    t->dims[0] = 0;
-    for (int64_t i = 0; i < j->n; i++) {
-        const ql_tensor *r = j->res[i * no + o];
-        if (r->dtype != f->dtype || r->ndim != f->ndim || r->ndim < 1 ||
-            memcmp(r->dims + 1, f->dims + 1, (size_t)(f->ndim - 1) * sizeof *f->dims)) {
-            free(t);
-            return ql_fail(err, QL_ERR_SHAPE, "output '%s': samples of different shapes",
-                           j->x->g->values[j->x->g->outputs[o]].name);
-        }
-        t->dims[0] += r->dims[0];
-    }
-    ql_status st = ql_tensor_alloc(t);
-    if (st != QL_OK) {
-        free(t);
-        return ql_fail(err, st, "out of memory");
-    }
-    char *p = t->data;
-    for (int64_t i = 0; i < j->n; i++) {
-        const ql_tensor *r = j->res[i * no + o];
-        size_t b = ql_tensor_nbytes(r);
-        if (b)
-            memcpy(p, r->data, b);
-        p += b;
-    }
-    *out = t;
-    return QL_OK;
-}
-
-static ql_status run_split(ql_exec *x, const ql_tensor *const *inputs, int64_t n,
-                           ql_tensor **outputs, ql_error *err)
-{
-    ql_graph *g = x->g;
-    int threads = ql_pool_threads(x->pool);
-    if (!x->sub && !(x->sub = calloc((size_t)threads, sizeof *x->sub)))
-        return ql_fail(err, QL_ERR_NOMEM, "out of memory");
-    /* made at the first split run, and again after one that failed part way */
-    ql_exec_opts so = x->opts;
-    so.n_threads = 1;
-    so.split_samples = false;
-    so.reuse_buffers = true; /* the same shapes, sample after sample */
-    for (; x->n_sub < threads; x->n_sub++) {
-        ql_status st = ql_exec_new(g, &so, &x->sub[x->n_sub], err);
-        if (st != QL_OK)
-            return st;
-    }
-    bool fq = x->quant.act || x->quant.constants;
-    for (int t = 0; t < x->n_sub; t++) {
-        ql_status st = ql_exec_set_quant(x->sub[t], fq ? &x->quant : NULL, err);
-        if (st != QL_OK)
-            return st;
-    }
-    split_job j = {.x = x, .inputs = inputs, .n = n};
-    j.res = calloc((size_t)n * (size_t)g->n_outputs, sizeof *j.res);
-    if (!j.res)
-        return ql_fail(err, QL_ERR_NOMEM, "out of memory");
-    ql_first_error_init(&j.fe);
-    ql_parallel_for_dynamic(&x->ctx, n, 1, split_tasks, &j);
-    ql_status st = j.fe.st;
-    if (st != QL_OK)
-        *err = j.fe.err;
-    int joined = 0;
-    while (st == QL_OK && joined < g->n_outputs)
-        if ((st = split_join(&j, joined, &outputs[joined], err)) == QL_OK)
-            joined++;
-    if (st != QL_OK)
-        for (int o = 0; o < joined; o++) {
-            ql_tensor_free(outputs[o]);
-            outputs[o] = NULL;
-        }
-    for (int64_t i = 0; i < n * g->n_outputs; i++)
-        ql_tensor_free(j.res[i]);
-    free(j.res);
-    ql_first_error_destroy(&j.fe);
-    return st;
-}
-
 ql_status ql_exec_run(ql_exec *x, const ql_tensor *const *inputs, ql_tensor **outputs,
                       ql_error *err)
 {
@@ -806,6 +654,6 @@ ql_status ql_exec_run(ql_exec *x, const ql_tensor *const *inputs, ql_tensor **ou
     for (int i = 1; i < g->n_inputs && split; i++)
         split = inputs[i]->ndim >= 1 && inputs[i]->dims[0] == n;
     if (split)
-        return run_split(x, inputs, n, outputs, err);
+        return ql_exec_run_split(x, inputs, n, outputs, err);
     return ql_exec_run_from(x, 0, g->n_inputs, ids, inputs, outputs, err);
 }
