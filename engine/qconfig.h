@@ -93,8 +93,8 @@ void ql_qconfig_clear_tensors(ql_qconfig *c);
  * (temporary file + rename). Loading refuses unknown keys, wrong types,
  * bad values, with the JSON path in the message ("layers.conv1.precision:
  * expected one of int8, int16, float"). Checking against a model (layer and
- * tensor names exist, fingerprint matches) is ql_qconfig_check in
- * qnet.h, which knows the model. */
+ * tensor names exist, fingerprint matches, encodings fit their tensors and
+ * the settings) is ql_qconfig_check in qnet.h, which knows the model. */
 char *ql_qconfig_to_json(const ql_qconfig *c, ql_error *err); /* malloc'd */
 ql_status ql_qconfig_from_json(const char *text, const char *source, ql_qconfig **out,
                                ql_error *err);

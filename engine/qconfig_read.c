@@ -497,3 +497,55 @@ cleanup:
     free(text);
     return st;
 }
+
+/* ---------------------------------------------------------------------------
+ * An encoding against the tensor it names (the model's facts come from
+ * ql_qconfig_check): the same words whatever asks.
+ * ------------------------------------------------------------------------- */
+
+const char *ql_qcfg_check_role(const ql_qtensor_cfg *t, const ql_qcfg_role *r, char *where,
+                               size_t wn, char *buf, size_t bn)
+{
+    const ql_encoding *e = &t->enc;
+    const char *field, *why = ql_encoding_check_shape(e, r->ndim, r->dims, &field, buf, bn);
+    if (why) {
+        snprintf(where, wn, "%s", field);
+        return why;
+    }
+    if (t->n_q > 0) {
+        snprintf(where, wn, "q");
+        if (r->kind != QL_QCFG_WEIGHT)
+            return "integer values are stored only for weights";
+        int64_t numel = 1;
+        for (int i = 0; i < r->ndim; i++)
+            numel *= r->dims[i];
+        if (r->ndim >= 0 && t->n_q != numel) {
+            snprintf(buf, bn, "%lld values for a weight of %lld elements", (long long)t->n_q,
+                     (long long)numel);
+            return buf;
+        }
+    }
+    if (!r->bits)
+        return NULL;
+    snprintf(where, wn, "bits");
+    if (e->spec.bits != r->bits) {
+        if (r->kind == QL_QCFG_ACT)
+            snprintf(buf, bn, "the encoding has %d bits but the settings call for %d "
+                     "(recalibrate)", e->spec.bits, r->bits);
+        else if (r->kind == QL_QCFG_WEIGHT)
+            snprintf(buf, bn, "the encoding has %d bits but layer '%s' has weight_bits %d "
+                     "(recalibrate)", e->spec.bits, r->layer, r->bits);
+        else
+            snprintf(buf, bn, "the encoding has %d bits but the bias of quantized layer '%s' "
+                     "is %d-bit (recalibrate)", e->spec.bits, r->layer, r->bits);
+        return buf;
+    }
+    snprintf(where, wn, "axis");
+    if (r->kind == QL_QCFG_WEIGHT && e->spec.axis != r->axis) {
+        snprintf(buf, bn, "the encoding's axis is %d but layer '%s' has per_channel %s, "
+                 "which calls for %d (recalibrate)", e->spec.axis, r->layer,
+                 r->per_channel ? "true" : "false", r->axis);
+        return buf;
+    }
+    return NULL;
+}

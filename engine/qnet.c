@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "op.h"
+#include "qconfig_priv.h"
 
 typedef enum { ROLE_NONE, ROLE_LAYER, ROLE_MOVE } node_role;
 
@@ -232,6 +233,86 @@ static bool config_tensor_ok(const ql_qnet *q, const char *name)
     return false;
 }
 
+/* What c's settings ask of the encoding of every value (role[v]; known[v]
+ * for the values an encoding may name). A weight read by several layers
+ * takes the settings of the last one that quantizes it, as calibration
+ * does. */
+static void encoding_roles(const ql_qconfig *c, const ql_qnet *q, const int *bits,
+                           ql_qcfg_role *role, bool *known)
+{
+    const ql_graph *g = q->g;
+    for (int v = 0; v < g->n_values; v++)
+        if (q->value_site[v]) {
+            role[v] = (ql_qcfg_role){.kind = QL_QCFG_ACT, .ndim = g->values[v].ndim,
+                                     .dims = g->values[v].dims, .bits = bits[v]};
+            known[v] = true;
+        }
+    for (int i = 0; i < q->n_layers; i++) {
+        const ql_qlayer *L = &q->layers[i];
+        ql_qsettings s = ql_qconfig_layer_settings(c, L->name);
+        bool quantized = s.precision != QL_PREC_FLOAT;
+        int ids[2] = {L->weight_value, L->bias_value};
+        for (int j = 0; j < 2; j++) {
+            int v = ids[j];
+            if (v < 0 || (known[v] && role[v].bits && !quantized))
+                continue;
+            const ql_tensor *t = g->values[v].constant;
+            role[v] = (ql_qcfg_role){.kind = j ? QL_QCFG_BIAS : QL_QCFG_WEIGHT,
+                                     .ndim = t->ndim, .dims = t->dims,
+                                     .bits = quantized ? (j ? 32 : s.weight_bits) : 0,
+                                     .axis = s.per_channel ? L->weight_axis : -1,
+                                     .layer = L->name, .per_channel = s.per_channel};
+            known[v] = true;
+        }
+    }
+}
+
+/* Every encoding of c fits its tensor and the settings; with any encodings
+ * at all, every tensor the settings quantize has one. */
+static ql_status check_encodings(const ql_qconfig *c, const ql_qnet *q, const char *source,
+                                 ql_error *err)
+{
+    const ql_graph *g = q->g;
+    size_t nv = (size_t)(g->n_values ? g->n_values : 1);
+    int *bits = malloc(nv * sizeof *bits);
+    ql_qcfg_role *role = calloc(nv, sizeof *role);
+    bool *known = calloc(nv, sizeof *known);
+    char path[700], where[64], buf[300];
+    ql_status st = QL_OK;
+    if (!bits || !role || !known) {
+        st = ql_fail(err, QL_ERR_NOMEM, "out of memory checking the config");
+        goto cleanup;
+    }
+    ql_qnet_act_bits(q, c, bits);
+    encoding_roles(c, q, bits, role, known);
+    for (int i = 0; i < c->n_tensors; i++) {
+        const ql_qtensor_cfg *t = &c->tensors[i];
+        int v = ql_graph_find_value(g, t->name);
+        const char *why = v >= 0 && known[v] ? ql_qcfg_check_role(t, &role[v], where,
+                                                                   sizeof where, buf, sizeof buf)
+                                             : NULL;
+        if (why) {
+            ql_qcfg_path_key(path, sizeof path, "tensors", t->name);
+            st = ql_fail(err, QL_ERR_ARG, "%s: %s.%s: %s", source, path, where, why);
+            goto cleanup;
+        }
+    }
+    for (int v = 0; c->n_tensors && v < g->n_values; v++)
+        if (known[v] && role[v].bits && !ql_qconfig_find_tensor(c, g->values[v].name)) {
+            ql_qcfg_path_key(path, sizeof path, "tensors", g->values[v].name);
+            st = ql_fail(err, QL_ERR_ARG,
+                         "%s: %s: no encoding, but the settings quantize this tensor "
+                         "(recalibrate)",
+                         source, path);
+            goto cleanup;
+        }
+cleanup:
+    free(bits);
+    free(role);
+    free(known);
+    return st;
+}
+
 ql_status ql_qconfig_check(const ql_qconfig *c, const ql_model *m, const ql_qnet *q,
                            const char *source, ql_error *err)
 {
@@ -242,16 +323,20 @@ ql_status ql_qconfig_check(const ql_qconfig *c, const ql_model *m, const ql_qnet
                        source, (unsigned long long)c->fingerprint,
                        c->model_file ? c->model_file : "?", m->path,
                        (unsigned long long)m->fingerprint);
+    char path[700];
     for (int i = 0; i < c->n_layers; i++)
-        if (ql_qnet_find_layer(q, c->layers[i].name) < 0)
-            return ql_fail(err, QL_ERR_ARG, "%s: layers.\"%s\": %s has no layer of that name",
-                           source, c->layers[i].name, m->path);
+        if (ql_qnet_find_layer(q, c->layers[i].name) < 0) {
+            ql_qcfg_path_key(path, sizeof path, "layers", c->layers[i].name);
+            return ql_fail(err, QL_ERR_ARG, "%s: %s: %s has no layer of that name", source, path,
+                           m->path);
+        }
     for (int i = 0; i < c->n_tensors; i++)
-        if (!config_tensor_ok(q, c->tensors[i].name))
-            return ql_fail(err, QL_ERR_ARG,
-                           "%s: tensors.\"%s\": %s has no quantizable tensor of that name",
-                           source, c->tensors[i].name, m->path);
-    return QL_OK;
+        if (!config_tensor_ok(q, c->tensors[i].name)) {
+            ql_qcfg_path_key(path, sizeof path, "tensors", c->tensors[i].name);
+            return ql_fail(err, QL_ERR_ARG, "%s: %s: %s has no quantizable tensor of that name",
+                           source, path, m->path);
+        }
+    return check_encodings(c, q, source, err);
 }
 
 ql_prec ql_qnet_layer_prec(const ql_qnet *q, const ql_qconfig *c, int i)

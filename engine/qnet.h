@@ -53,8 +53,11 @@ void ql_qnet_act_bits(const ql_qnet *q, const ql_qconfig *c, int *bits);
 ql_prec ql_qnet_layer_prec(const ql_qnet *q, const ql_qconfig *c, int i);
 
 /* Checks a config against a model: fingerprint, that every layer override
- * names a layer and every tensor entry a quantizable tensor of the model.
- * Messages name the JSON path. */
+ * names a layer and every tensor entry a quantizable tensor of the model,
+ * that every encoding fits its tensor (axis, channel count, stored integer
+ * count) and the settings (bits; a weight's axis), and, when the config has
+ * encodings, that every tensor the settings quantize has one. Messages name
+ * source and the JSON path. */
 ql_status ql_qconfig_check(const ql_qconfig *c, const ql_model *m, const ql_qnet *q,
                            const char *source, ql_error *err);
 

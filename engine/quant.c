@@ -12,6 +12,7 @@
 #include <assert.h>
 #include <float.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -224,6 +225,37 @@ static void fq_slow(float *x, int64_t n, float s, int32_t zp, int64_t qmin, int6
     }
 }
 
+const char *ql_encoding_check_shape(const ql_encoding *e, int ndim, const int64_t *dims,
+                                    const char **field, char *buf, size_t n)
+{
+    int ax = e->spec.axis;
+    *field = "scale";
+    if (ax < 0) {
+        if (e->n == 1)
+            return NULL;
+        snprintf(buf, n, "a per-tensor encoding (axis -1) has exactly one value, not %lld",
+                 (long long)e->n);
+        return buf;
+    }
+    if (ndim < 0) /* rank unknown */
+        return NULL;
+    if (ax >= ndim) {
+        *field = "axis";
+        if (ndim == 0)
+            snprintf(buf, n, "no axis %d in a scalar", ax);
+        else
+            snprintf(buf, n, "no axis %d in a tensor of rank %d (axes 0 to %d)", ax, ndim,
+                     ndim - 1);
+        return buf;
+    }
+    if (dims[ax] >= 0 && dims[ax] != e->n) {
+        snprintf(buf, n, "expected %lld values (one per channel along axis %d), got %lld",
+                 (long long)dims[ax], ax, (long long)e->n);
+        return buf;
+    }
+    return NULL;
+}
+
 /* Splits t around the channel axis: outer x channels x inner. */
 static ql_status channel_layout(const ql_tensor *t, const ql_encoding *e, int64_t *outer,
                                 int64_t *inner, ql_error *err)
@@ -244,12 +276,10 @@ static ql_status channel_layout(const ql_tensor *t, const ql_encoding *e, int64_
         return QL_OK;
     }
     int ax = e->spec.axis;
-    if (ax >= t->ndim)
-        return ql_fail(err, QL_ERR_SHAPE, "quantize: channel axis %d of a rank-%d tensor", ax,
-                       t->ndim);
-    if (t->dims[ax] != e->n)
-        return ql_fail(err, QL_ERR_SHAPE, "quantize: axis %d has %lld channels, the encoding %lld",
-                       ax, (long long)t->dims[ax], (long long)e->n);
+    const char *field;
+    char why[160];
+    if (ql_encoding_check_shape(e, t->ndim, t->dims, &field, why, sizeof why))
+        return ql_fail(err, QL_ERR_SHAPE, "quantize: %s", why);
     *outer = ql_numel(ax, t->dims);
     *inner = ql_numel(t->ndim - ax - 1, t->dims + ax + 1);
     return QL_OK;

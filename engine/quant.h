@@ -6,6 +6,7 @@
 #define QL_QUANT_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "status.h"
@@ -38,6 +39,11 @@ typedef struct ql_encoding {
 } ql_encoding;
 
 ql_status ql_encoding_init(ql_encoding *e, const ql_qspec *spec, int64_t n, ql_error *err);
+/* NULL when e fits a tensor of rank ndim and extents dims (an extent < 0 is
+ * unknown and fits any count), else why not, written into buf; *field is
+ * the part of the encoding at fault ("axis" or "scale"). */
+const char *ql_encoding_check_shape(const ql_encoding *e, int ndim, const int64_t *dims,
+                                    const char **field, char *buf, size_t n);
 void ql_encoding_clear(ql_encoding *e);
 ql_status ql_encoding_copy(ql_encoding *dst, const ql_encoding *src, ql_error *err);
 bool ql_encoding_equal(const ql_encoding *a, const ql_encoding *b);

@@ -31,3 +31,20 @@ expect_fail() {
 
 # json_num KEY < json: the first number after "KEY": (empty for null)
 json_num() { sed -n "s/.*\"$1\":[[:space:]]*\\([-0-9.eE+]*\\).*/\\1/p" | head -n 1; }
+
+# expect_status NAME STATUS STDERR-LINE CMD...: exit status and the exact
+# first stderr line (not compared when empty)
+expect_status() {
+    name=$1 want=$2 msg=$3
+    shift 3
+    "$@" >"$tmp/out" 2>"$tmp/err"
+    got=$?
+    first=$(head -n 1 "$tmp/err")
+    if [ "$got" != "$want" ]; then
+        ko "$name (exit $got, expected $want)"
+    elif [ -n "$msg" ] && [ "$first" != "$msg" ]; then
+        ko "$name (stderr '$first', expected '$msg')"
+    else
+        ok "$name"
+    fi
+}

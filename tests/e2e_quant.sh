@@ -75,6 +75,27 @@ printf '{"qlens_config": 1, "layers": {"nope": {"precision": "int16"}}}\n' >"$tm
 expect_fail "unknown layer in config" 'nope' \
     "$QLENS" calibrate "$model" --data "$ex/calib.npy" --config "$tmp/nolayer.json" -o "$tmp/x.json"
 [ -e "$tmp/x.json" ] && ko "no output after a failure" || ok "no output after a failure"
+# encodings that do not fit the settings or the tensor are refused when the
+# config is loaded, naming the file and the JSON path
+sed '/"fc.weight": {/{n;s/"bits": 8/"bits": 4/}' "$tmp/kl.json" >"$tmp/wbits.json"
+cmp -s "$tmp/kl.json" "$tmp/wbits.json" && ko "test set-up: weight bits not changed"
+expect_status "weight bits unlike the settings" 1 \
+    "qlens eval: $tmp/wbits.json: tensors.\"fc.weight\".bits: the encoding has 4 bits but layer '/fc/Gemm' has weight_bits 8 (recalibrate)" \
+    "$QLENS" eval "$model" --data "$ex/eval.npy" --limit 2 --config "$tmp/wbits.json"
+sed '/"fc.weight": {/{n;n;n;n;s/"axis": 0/"axis": 3/}' "$tmp/kl.json" >"$tmp/axis.json"
+expect_status "weight axis outside the tensor" 1 \
+    "qlens eval: $tmp/axis.json: tensors.\"fc.weight\".axis: no axis 3 in a tensor of rank 2 (axes 0 to 1)" \
+    "$QLENS" eval "$model" --data "$ex/eval.npy" --limit 2 --config "$tmp/axis.json"
+# every array of the entry cut to its first value: one channel, not 10
+awk '/"fc.weight": \{/ { w = 1 } w && /^    \}/ { w = 0 }
+     w && /: \[/ { sub(/, [^]]*\]/, "]") } { print }' "$tmp/kl.json" >"$tmp/count.json"
+expect_status "channel count unlike the tensor" 1 \
+    "qlens eval: $tmp/count.json: tensors.\"fc.weight\".scale: expected 10 values (one per channel along axis 0), got 1" \
+    "$QLENS" eval "$model" --data "$ex/eval.npy" --limit 2 --config "$tmp/count.json"
+awk '/"fc.weight": \{/ { skip = 1 } skip && /^    \}/ { skip = 0; next } !skip' "$tmp/kl.json" >"$tmp/nowt.json"
+expect_status "missing weight encoding" 1 \
+    "qlens eval: $tmp/nowt.json: tensors.\"fc.weight\": no encoding, but the settings quantize this tensor (recalibrate)" \
+    "$QLENS" eval "$model" --data "$ex/eval.npy" --limit 2 --config "$tmp/nowt.json"
 
 # --- low-bit weights: nearest rounding vs AdaRound (3-bit, 16-bit activations) ----
 iters=${QLENS_ADAROUND_TEST_ITERS:-400}

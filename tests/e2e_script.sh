@@ -9,21 +9,6 @@ set -u
 : "${QLENS:?}" "${QLENS_SRCDIR:?}"
 ex="$QLENS_SRCDIR/examples/fmnist"
 . "$QLENS_SRCDIR/tests/e2e_lib.sh"
-# expect_status NAME STATUS STDERR-LINE CMD...: exit status and the exact first stderr line
-expect_status() {
-    name=$1 want=$2 msg=$3
-    shift 3
-    "$@" >"$tmp/out" 2>"$tmp/err"
-    got=$?
-    first=$(head -n 1 "$tmp/err")
-    if [ "$got" != "$want" ]; then
-        ko "$name (exit $got, expected $want)"
-    elif [ -n "$msg" ] && [ "$first" != "$msg" ]; then
-        ko "$name (stderr '$first', expected '$msg')"
-    else
-        ok "$name"
-    fi
-}
 same() { if cmp -s "$2" "$3"; then ok "$1"; else ko "$1 ($2 and $3 differ)"; fi; }
 
 # --- the quickstart, at 2 threads and at 1 -----------------------------------------

@@ -1,6 +1,7 @@
 /* Unit tests: the quant config document. Editing and overlays, the exact
  * JSON text written, byte-identical save -> load -> save, every class of
- * load error with its exact message, and atomic saving. */
+ * load error with its exact message, atomic saving, and the check of a
+ * config's encodings against a model (the shipped example). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,7 +18,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "engine/onnx.h"
 #include "engine/qconfig.h"
+#include "engine/qnet.h"
 
 static char tmpdir[64];
 
@@ -539,6 +542,181 @@ static void test_failed_write_leaves_file(void **state)
     ql_qconfig_free(c);
 }
 
+/* ---------------------------------------------------------------------------
+ * Checking encodings against a model
+ * ------------------------------------------------------------------------- */
+
+static void add_encoding(ql_qconfig *c, const char *name, int bits, int axis, int64_t n)
+{
+    double lo[64], hi[64];
+    assert_true(n <= 64);
+    for (int64_t i = 0; i < n; i++)
+        lo[i] = -1.0, hi[i] = 1.0;
+    ql_qspec spec = {.bits = bits, .is_signed = true, .symmetric = true, .axis = axis};
+    add_tensor(c, name, spec, n, lo, hi);
+}
+
+/* Every encoding c's settings call for, as calibration lays them out (the
+ * values do not matter here), except the tensor named skip. */
+static void encode_all(ql_qconfig *c, const ql_qnet *q, const char *skip)
+{
+    const ql_graph *g = q->g;
+    int *bits = calloc((size_t)g->n_values, sizeof *bits);
+    assert_non_null(bits);
+    ql_qnet_act_bits(q, c, bits);
+    for (int v = 0; v < g->n_values; v++)
+        if (bits[v] && strcmp(g->values[v].name, skip))
+            add_encoding(c, g->values[v].name, bits[v], -1, 1);
+    free(bits);
+    for (int i = 0; i < q->n_layers; i++) {
+        const ql_qlayer *L = &q->layers[i];
+        ql_qsettings s = ql_qconfig_layer_settings(c, L->name);
+        if (L->weight_value < 0 || s.precision == QL_PREC_FLOAT)
+            continue;
+        const ql_tensor *w = g->values[L->weight_value].constant;
+        int axis = s.per_channel ? L->weight_axis : -1;
+        int64_t ch = axis >= 0 ? w->dims[axis] : 1;
+        if (strcmp(g->values[L->weight_value].name, skip))
+            add_encoding(c, g->values[L->weight_value].name, s.weight_bits, axis, ch);
+        if (L->bias_value >= 0 && strcmp(g->values[L->bias_value].name, skip))
+            add_encoding(c, g->values[L->bias_value].name, 32, ch > 1 ? 0 : -1, ch);
+    }
+}
+
+typedef struct model_fixture {
+    ql_model *m;
+    ql_qnet *q;
+} model_fixture;
+
+static void check_fails_with(const model_fixture *f, const ql_qconfig *c, const char *msg)
+{
+    ql_error err = {{0}};
+    ql_status st = ql_qconfig_check(c, f->m, f->q, "cfg.json", &err);
+    if (!msg && st != QL_OK)
+        fail_msg("expected the config to pass, got [%s]", err.msg);
+    if (msg && (st != QL_ERR_ARG || strcmp(err.msg, msg)))
+        fail_msg("got  [%s] (%d)\n  want [%s]", st == QL_OK ? "" : err.msg, (int)st, msg);
+}
+
+/* A fresh config with settings `prec` for /fc/Gemm (or none) and the
+ * encodings they call for, but `skip`'s. */
+static ql_qconfig *fc_config(const model_fixture *f, int prec, const char *skip)
+{
+    ql_qconfig *c = ql_qconfig_new();
+    c->fingerprint = f->m->fingerprint;
+    if (prec >= 0) {
+        ql_qlayer_cfg *l = ql_qconfig_layer(c, "/fc/Gemm");
+        l->s.mask |= QL_QS_PRECISION;
+        l->s.precision = (ql_prec)prec;
+    }
+    encode_all(c, f->q, skip);
+    return c;
+}
+
+static ql_qtensor_cfg *find(ql_qconfig *c, const char *name)
+{
+    ql_qtensor_cfg *t = (ql_qtensor_cfg *)ql_qconfig_find_tensor(c, name);
+    assert_non_null(t);
+    return t;
+}
+
+static void test_check_encodings(void **state)
+{
+    (void)state;
+    model_fixture f = {0};
+    ql_error err = {{0}};
+    char path[1024];
+    const char *src = getenv("QLENS_SRCDIR");
+    snprintf(path, sizeof path, "%s/examples/fmnist/fmnist_resnet.onnx", src ? src : "..");
+    if (ql_model_load(path, &f.m, &err) != QL_OK || ql_qnet_build(f.m->graph, &f.q, &err) != QL_OK)
+        fail_msg("%s", err.msg);
+    int fc = ql_qnet_find_layer(f.q, "/fc/Gemm");
+    assert_true(fc >= 0);
+    const ql_graph *g = f.m->graph;
+    /* the names are the ONNX file's: assert them so the messages below hold */
+    assert_string_equal(g->values[f.q->layers[fc].weight_value].name, "fc.weight");
+    assert_string_equal(g->values[f.q->layers[fc].bias_value].name, "fc.bias");
+
+    /* what calibration writes passes, and so do settings without encodings */
+    ql_qconfig *c = fc_config(&f, -1, "");
+    check_fails_with(&f, c, NULL);
+    ql_qconfig_free(c);
+    c = ql_qconfig_new();
+    ql_qconfig_layer(c, "/fc/Gemm")->s.mask |= QL_QS_WEIGHT_BITS;
+    check_fails_with(&f, c, NULL);
+    ql_qconfig_free(c);
+
+    /* bits that do not match the settings: weight, bias, activation */
+    c = fc_config(&f, -1, "");
+    find(c, "fc.weight")->enc.spec.bits = 4;
+    check_fails_with(&f, c, "cfg.json: tensors.\"fc.weight\".bits: the encoding has 4 bits but layer "
+                        "'/fc/Gemm' has weight_bits 8 (recalibrate)");
+    ql_qconfig_free(c);
+    c = fc_config(&f, -1, "");
+    find(c, "fc.bias")->enc.spec.bits = 16;
+    check_fails_with(&f, c, "cfg.json: tensors.\"fc.bias\".bits: the encoding has 16 bits but the "
+                        "bias of quantized layer '/fc/Gemm' is 32-bit (recalibrate)");
+    ql_qconfig_free(c);
+    c = fc_config(&f, -1, "");
+    c->defaults.precision = QL_PREC_INT16;
+    check_fails_with(&f, c, "cfg.json: tensors.input.bits: the encoding has 8 bits but the settings "
+                        "call for 16 (recalibrate)");
+    ql_qconfig_free(c);
+
+    /* a weight's axis against per_channel, and against the tensor's shape */
+    c = fc_config(&f, -1, "");
+    ql_qlayer_cfg *l = ql_qconfig_layer(c, "/fc/Gemm");
+    l->s.mask |= QL_QS_PER_CHANNEL;
+    l->s.per_channel = false;
+    check_fails_with(&f, c, "cfg.json: tensors.\"fc.weight\".axis: the encoding's axis is 0 but layer "
+                        "'/fc/Gemm' has per_channel false, which calls for -1 (recalibrate)");
+    ql_qconfig_free(c);
+    c = fc_config(&f, -1, "");
+    find(c, "fc.weight")->enc.spec.axis = 3;
+    check_fails_with(&f, c, "cfg.json: tensors.\"fc.weight\".axis: no axis 3 in a tensor of rank 2 "
+                        "(axes 0 to 1)");
+    ql_qconfig_free(c);
+    c = fc_config(&f, -1, "fc.weight");
+    add_encoding(c, "fc.weight", 8, 0, 5);
+    check_fails_with(&f, c, "cfg.json: tensors.\"fc.weight\".scale: expected 10 values (one per "
+                        "channel along axis 0), got 5");
+    ql_qconfig_free(c);
+
+    /* stored integers: as many as the weight has elements, and only for weights */
+    c = fc_config(&f, -1, "");
+    ql_qtensor_cfg *t = find(c, "fc.weight");
+    t->n_q = 10;
+    t->q = calloc(10, sizeof *t->q);
+    check_fails_with(&f, c, "cfg.json: tensors.\"fc.weight\".q: 10 values for a weight of 640 "
+                        "elements");
+    ql_qconfig_free(c);
+    c = fc_config(&f, -1, "");
+    t = find(c, "input");
+    t->n_q = 1;
+    t->q = calloc(1, sizeof *t->q);
+    check_fails_with(&f, c, "cfg.json: tensors.input.q: integer values are stored only for weights");
+    ql_qconfig_free(c);
+
+    /* with encodings, every tensor the settings quantize needs one */
+    c = fc_config(&f, -1, "fc.weight");
+    check_fails_with(&f, c, "cfg.json: tensors.\"fc.weight\": no encoding, but the settings quantize "
+                        "this tensor (recalibrate)");
+    ql_qconfig_free(c);
+    c = fc_config(&f, -1, "/layer1/Relu_1_output_0");
+    check_fails_with(&f, c, "cfg.json: tensors.\"/layer1/Relu_1_output_0\": no encoding, but the "
+                        "settings quantize this tensor (recalibrate)");
+    ql_qconfig_free(c);
+    /* a float layer needs none for its weights, and a stale one is not looked at */
+    c = fc_config(&f, QL_PREC_FLOAT, "fc.weight");
+    check_fails_with(&f, c, NULL);
+    add_encoding(c, "fc.weight", 4, 0, 10);
+    check_fails_with(&f, c, NULL);
+    ql_qconfig_free(c);
+
+    ql_qnet_free(f.q);
+    ql_model_free(f.m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -550,6 +728,7 @@ int main(void)
         cmocka_unit_test(test_load_missing_file),
         cmocka_unit_test(test_save_refuses_invalid),
         cmocka_unit_test(test_failed_write_leaves_file),
+        cmocka_unit_test(test_check_encodings),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
