@@ -122,6 +122,13 @@ int cmd_eval(int argc, char **argv)
     if ((st = cli_load(&cs, argv[optind])) != QL_OK || (st = cli_exec(&cs, &dl, false)) != QL_OK ||
         (config && (st = cli_exec(&cs, &cl, false)) != QL_OK))
         goto fail;
+    /* settings alone are a valid config (a base for calibrate) but nothing to
+     * evaluate: say which file, as for the config's other problems */
+    if (config && cs.s->cur.cfg->n_tensors == 0) {
+        cli_error("eval", "%s: tensors: the config has no encodings (make them with "
+                          "'qlens calibrate')", config);
+        goto done;
+    }
     if (!json) {
         printf("model:        %s\n", argv[optind]);
         if (config)

@@ -92,6 +92,10 @@ awk '/"fc.weight": \{/ { w = 1 } w && /^    \}/ { w = 0 }
 expect_status "channel count unlike the tensor" 1 \
     "qlens eval: $tmp/count.json: tensors.\"fc.weight\".scale: expected 10 values (one per channel along axis 0), got 1" \
     "$QLENS" eval "$model" --data "$ex/eval.npy" --limit 2 --config "$tmp/count.json"
+printf '{"qlens_config": 1, "defaults": {"weight_bits": 4}}\n' >"$tmp/settings.json"
+expect_status "eval with a config of settings only" 1 \
+    "qlens eval: $tmp/settings.json: tensors: the config has no encodings (make them with 'qlens calibrate')" \
+    "$QLENS" eval "$model" --data "$ex/eval.npy" --limit 2 --config "$tmp/settings.json"
 awk '/"fc.weight": \{/ { skip = 1 } skip && /^    \}/ { skip = 0; next } !skip' "$tmp/kl.json" >"$tmp/nowt.json"
 expect_status "missing weight encoding" 1 \
     "qlens eval: $tmp/nowt.json: tensors.\"fc.weight\": no encoding, but the settings quantize this tensor (recalibrate)" \
