@@ -82,5 +82,10 @@ ql_status cli_exec(cli_session *c, const cli_line *l, bool show);
 ql_status cli_load(cli_session *c, const char *model);
 /* The exit status for a failed command: 130 when cancelled, else 1. */
 int cli_fail_rc(ql_status st);
+/* Checks the value of an algorithm option (NAME[:key=value,...]) against the
+ * session's plugins, as the command it becomes will: 0 when usable, else
+ * prints "qlens CMD: option OPT: reason" and returns -1, a usage error
+ * (exit 2) that must be told from a failure of the work (exit 1). */
+int cli_check_algo(const cli_session *c, const char *opt, const char *spec, qlp_kind kind);
 
 #endif

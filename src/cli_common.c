@@ -150,6 +150,16 @@ int cli_fail_rc(ql_status st)
     return st == QL_ERR_CANCELLED || cli_cancel_flag ? 130 : 1;
 }
 
+int cli_check_algo(const cli_session *c, const char *opt, const char *spec, qlp_kind kind)
+{
+    ql_error err = {{0}};
+    ql_algo a;
+    if (ql_algo_parse(c->s->plugins, spec, kind, &a, &err) == QL_OK)
+        return 0;
+    cli_error(c->cmd, "option %s: %s", opt, err.msg);
+    return -1;
+}
+
 ql_status cli_load(cli_session *c, const char *model)
 {
     cli_line l = {0};

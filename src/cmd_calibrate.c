@@ -121,6 +121,12 @@ int cmd_calibrate(int argc, char **argv)
     double t0 = progress_now();
     if (cli_session_open(&cs, "calibrate", ro.threads, ro.batch, false) != 0)
         goto done;
+    /* a bad algorithm is a usage error, told apart before any work */
+    if ((algo && cli_check_algo(&cs, "--algo", algo, QLP_KIND_ACTIVATION)) ||
+        (walgo && cli_check_algo(&cs, "--weight-algo", walgo, QLP_KIND_WEIGHT))) {
+        rc = 2;
+        goto done;
+    }
     cli_line bl = {0}, dl = {0}, sl = {0}, cl = {0}, ol = {0}, wl = {0};
     if (base)
         cli_words(&bl, "load", "config", base, (const char *)NULL);

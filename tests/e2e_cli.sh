@@ -15,6 +15,11 @@ grep -q 'eval' "$tmp/out" && grep -q 'info' "$tmp/out" || ko "help lists command
 expect_fail "unknown command" "unknown command 'frobnicate'" "$QLENS" frobnicate
 expect_fail "bad option value" "option --limit: 'abc' is not an integer" \
     "$QLENS" eval "$ex/fmnist_resnet.onnx" --data "$ex/eval.npy" --limit abc
+expect_status "bad option value is a usage error" 2 "" \
+    "$QLENS" eval "$ex/fmnist_resnet.onnx" --data "$ex/eval.npy" --limit abc
+expect_status "bad algorithm is a usage error" 2 "" \
+    "$QLENS" calibrate "$ex/fmnist_resnet.onnx" --data "$ex/calib.npy" --algo nosuch -o "$tmp/c.json"
+[ -e "$tmp/c.json" ] && ko "nothing written after a usage error"
 
 # --- info -----------------------------------------------------------------------
 expect_ok "info" "$QLENS" info "$ex/fmnist_resnet.onnx"

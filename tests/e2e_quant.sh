@@ -48,16 +48,25 @@ grep -q '"percentile:p=99.9"' "$tmp/p.json" && ok "canonical algorithm text" || 
 
 # --- bad inputs --------------------------------------------------------------------
 cp "$tmp/kl.json" "$tmp/keep.json"
-expect_fail "unknown algorithm" "no-such-algo" \
+# a bad algorithm is a bad option value: a usage error, status 2
+expect_status "unknown algorithm" 2 "" \
     "$QLENS" calibrate "$model" --data "$ex/calib.npy" --algo no-such-algo -o "$tmp/keep.json"
-expect_fail "unknown parameter" "q" \
+grep -q "^qlens calibrate: option --algo: algorithm 'no-such-algo': no activation algorithm" \
+    "$tmp/err" && ok "unknown algorithm message" || ko "unknown algorithm message"
+expect_status "unknown parameter" 2 \
+    "qlens calibrate: option --algo: algorithm 'percentile:q=3': percentile has no parameter 'q' (parameters: p)" \
     "$QLENS" calibrate "$model" --data "$ex/calib.npy" --algo percentile:q=3 -o "$tmp/keep.json"
-expect_fail "parameter out of range" "percentile" \
+expect_status "parameter out of range" 2 \
+    "qlens calibrate: option --algo: algorithm 'percentile:p=101': p=101 is out of range [50, 100]" \
     "$QLENS" calibrate "$model" --data "$ex/calib.npy" --algo percentile:p=101 -o "$tmp/keep.json"
-expect_fail "kl's max_clip out of range" "max_clip=2 is out of range" \
+expect_status "kl's max_clip out of range" 2 "" \
     "$QLENS" calibrate "$model" --data "$ex/calib.npy" --algo kl:max_clip=2 -o "$tmp/keep.json"
-expect_fail "activation algorithm as weight algorithm" "kl" \
+grep -q "option --algo: .*max_clip=2 is out of range" "$tmp/err" && ok "kl's max_clip message" ||
+    ko "kl's max_clip message"
+expect_status "activation algorithm as weight algorithm" 2 "" \
     "$QLENS" calibrate "$model" --data "$ex/calib.npy" --weight-algo kl -o "$tmp/keep.json"
+grep -q "^qlens calibrate: option --weight-algo: algorithm 'kl': kl is not a weight algorithm" \
+    "$tmp/err" && ok "weight algorithm message" || ko "weight algorithm message"
 expect_fail "missing data" "no-such-file" \
     "$QLENS" calibrate "$model" --data "$tmp/no-such-file.npy" -o "$tmp/keep.json"
 cmp -s "$tmp/kl.json" "$tmp/keep.json" && ok "failed runs leave the config untouched" ||
