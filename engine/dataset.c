@@ -474,7 +474,7 @@ ql_status ql_labels_load(const char *path, int64_t limit, int64_t **labels, int6
     for (int64_t i = 0; i < cnt; i++) {
         l[i] = ql_tensor_get_i64(t, i);
         if (l[i] < 0) {
-            st = ql_fail(err, QL_ERR_DATA, "%s: label at index %lld is negative (%lld)", path,
+            st = ql_fail(err, QL_ERR_DATA, "%s: label of sample %lld is %lld, negative", path,
                          (long long)i, (long long)l[i]);
             goto cleanup;
         }

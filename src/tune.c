@@ -84,7 +84,7 @@ static ql_status load_data(const session *s, const char *path, const char *label
             classes = o->dims[i] > 0 && classes > 0 ? classes * o->dims[i] : -1;
         for (int64_t i = 0; i < n_labels; i++)
             if (labels[i] < 0 || (classes > 0 && labels[i] >= classes)) {
-                st = ql_fail(err, QL_ERR_DATA, "%s: label %lld is %lld, outside [0, %lld)",
+                st = ql_fail(err, QL_ERR_DATA, "%s: label of sample %lld is %lld, outside [0, %lld)",
                              labels_path, (long long)i, (long long)labels[i],
                              (long long)classes);
                 goto fail;

@@ -78,6 +78,15 @@ expect_fail "missing data" "nothing-here.npy" \
     "$QLENS" eval "$ex/fmnist_resnet.onnx" --data "$tmp/nothing-here.npy"
 expect_fail "float labels" "labels_bad.npy" \
     "$QLENS" eval "$ex/fmnist_resnet.onnx" --data "$ex/calib.npy" --labels "$fx/labels_bad.npy" --limit 2
+# two int64 labels, 3 and 10^12: a .npy written byte by byte
+{
+    printf '\223NUMPY\001\000\166\000'
+    printf "%-117s\n" "{'descr': '<i8', 'fortran_order': False, 'shape': (2,), }"
+    printf '\003\000\000\000\000\000\000\000\000\020\245\324\350\000\000\000'
+} >"$tmp/labels_big.npy"
+expect_status "label out of range" 1 \
+    "qlens eval: $tmp/labels_big.npy: label of sample 1 is 1000000000000, outside [0, 10)" \
+    "$QLENS" eval "$ex/fmnist_resnet.onnx" --data "$ex/calib.npy" --labels "$tmp/labels_big.npy" --limit 2
 expect_fail "label count" "labels but" \
     "$QLENS" eval "$ex/fmnist_resnet.onnx" --data "$ex/calib.npy" --labels "$ex/eval_labels.npy"
 expect_fail "data required" "--data is required" "$QLENS" eval "$ex/fmnist_resnet.onnx"

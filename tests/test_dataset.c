@@ -914,7 +914,7 @@ static void test_labels(void **state)
     write_npy_raw(tpath("ln.npy"), 1, "{'descr': '<i4', 'fortran_order': False, 'shape': (5,), }",
                   neg, sizeof neg);
     assert_fails(ql_labels_load(tpath("ln.npy"), 0, &l, &n, err), QL_ERR_DATA,
-                 "ln.npy: label at index 3 is negative (-1)");
+                 "ln.npy: label of sample 3 is -1, negative");
     assert_int_equal(ql_labels_load(tpath("ln.npy"), 3, &l, &n, &e), QL_OK); /* not read */
     free(l);
     write_npy_raw(tpath("l22.npy"), 1,
