@@ -381,8 +381,16 @@ ql_status script_run_file(struct session *s, const char *path, ql_error *err)
         if ((st = script_vars_set(&s->vars, "SCRIPT_DIR", dir, err)) != QL_OK)
             goto cleanup;
     }
-    while (getline(&line, &cap, f) != -1) {
+    ssize_t len;
+    while ((len = getline(&line, &cap, f)) != -1) {
         lineno++;
+        /* the lexer stops at a NUL: the rest of the line would vanish */
+        const char *nul = memchr(line, '\0', (size_t)len);
+        if (nul) {
+            st = ql_fail(err, QL_ERR_FORMAT, "%s:%ld: a NUL byte at column %ld (not a text file?)",
+                         path, lineno, (long)(nul - line) + 1);
+            goto cleanup;
+        }
         if ((st = session_exec_at(s, line, path, lineno, err)) != QL_OK)
             goto cleanup;
     }

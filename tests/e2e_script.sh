@@ -100,6 +100,10 @@ expect_status "undefined variable" 1 \
 printf 'echo x\nset weight-bits 99\n' >"$tmp/bad5.qls"
 expect_status "bad argument" 1 "$tmp/bad5.qls:2: set: weight-bits: '99' is not an integer in [2, 16]" \
     "$QLENS" run "$tmp/bad5.qls"
+printf 'echo one\necho a\000b\necho never\n' >"$tmp/nul.qls"
+expect_status "NUL byte in a line" 1 "$tmp/nul.qls:2: a NUL byte at column 7 (not a text file?)" \
+    "$QLENS" run "$tmp/nul.qls"
+grep -q never "$tmp/out" && ko "stops at the NUL byte" || ok "stops at the NUL byte"
 expect_status "no such script" 1 "$tmp/none.qls: No such file or directory" \
     "$QLENS" run "$tmp/none.qls"
 expect_status "no script" 2 "" "$QLENS" run
