@@ -699,12 +699,37 @@ int64_t ql_node_macs(const ql_graph *g, const ql_node *n)
     }
 }
 
+/* The inputs of each op that hold learned tensors when they are constant
+ * (bit j: input j): weights and biases, BatchNormalization's scale and
+ * shift (not its running statistics), PRelu's slopes, embedding tables.
+ * Any other constant input is an argument (Clip's bounds, Pad's value,
+ * Resize's scales, shapes, axes) and no parameter. Add and Mul take learned
+ * operands (a bias after MatMul, LayerNorm's scale and shift, position
+ * embeddings) but also constants such as x * 0.5 or x + 3: only a constant
+ * of more than one element counts there. */
+static const struct {
+    unsigned inputs;
+    bool not_scalars;
+} param_inputs[QL_OP_COUNT] = {
+    [QL_OP_CONV] = {0x6, false},           [QL_OP_CONV_TRANSPOSE] = {0x6, false},
+    [QL_OP_GEMM] = {0x7, false},           [QL_OP_MATMUL] = {0x3, false},
+    [QL_OP_BATCHNORM] = {0x6, false},      [QL_OP_PRELU] = {0x2, false},
+    [QL_OP_GATHER] = {0x1, false},         [QL_OP_ADD] = {0x3, true},
+    [QL_OP_MUL] = {0x3, true},
+};
+
 int64_t ql_node_params(const ql_graph *g, const ql_node *n)
 {
     int64_t p = 0;
-    for (int j = 0; j < n->n_in; j++)
-        if (n->in[j] >= 0 && g->values[n->in[j]].constant &&
-            g->values[n->in[j]].constant->dtype == QL_F32)
-            p += ql_tensor_numel(g->values[n->in[j]].constant);
+    if (n->op < 0 || n->op >= QL_OP_COUNT)
+        return 0;
+    for (int j = 0; j < n->n_in && j < 32; j++) {
+        const ql_tensor *t = n->in[j] >= 0 ? g->values[n->in[j]].constant : NULL;
+        if (!t || t->dtype != QL_F32 || !(param_inputs[n->op].inputs & (1u << j)))
+            continue;
+        int64_t k = ql_tensor_numel(t);
+        if (k > 1 || !param_inputs[n->op].not_scalars)
+            p += k;
+    }
     return p;
 }

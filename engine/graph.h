@@ -129,7 +129,9 @@ int64_t ql_graph_max_sample_bytes(const ql_graph *g);
 
 /* Multiply-accumulate count of one node for batch 1 (0 if not applicable). */
 int64_t ql_node_macs(const ql_graph *g, const ql_node *n);
-/* Parameter (constant element) count read by a node. */
+/* Parameter count of a node: elements of the learned tensors it reads
+ * (weights, biases, normalisation scales...), not of constant arguments
+ * such as Clip's bounds or Resize's scales. */
 int64_t ql_node_params(const ql_graph *g, const ql_node *n);
 
 #endif

@@ -94,15 +94,34 @@ static int print_json(const ql_model *m)
     return rc;
 }
 
+/* Widens *w to fit s. */
+static void fit(int *w, const char *s)
+{
+    size_t n = strlen(s);
+    if (n > (size_t)*w)
+        *w = n > 4096 ? 4096 : (int)n;
+}
+
 static void print_io(const char *title, const ql_graph *g, const int *ids, int n)
 {
     char buf[128];
+    int w = 24;
+    for (int i = 0; i < n; i++)
+        fit(&w, g->values[ids[i]].name);
     printf("%s:\n", title);
     for (int i = 0; i < n; i++) {
         const ql_value *v = &g->values[ids[i]];
-        printf("  %-24s %-4s %s\n", v->name, ql_dtype_info(v->dtype)->name,
+        printf("  %-*s %-4s %s\n", w, v->name, ql_dtype_info(v->dtype)->name,
                ql_shape_str(v->ndim, v->dims, buf, sizeof buf));
     }
+}
+
+static const char *node_name(const ql_node *n) { return n->name[0] ? n->name : "-"; }
+
+static const char *out_shape(const ql_graph *g, const ql_node *n, char *buf, size_t size)
+{
+    const ql_value *o = n->n_out && n->out[0] >= 0 ? &g->values[n->out[0]] : NULL;
+    return o ? ql_shape_str(o->ndim, o->dims, buf, size) : "-";
 }
 
 static void print_text(const ql_model *m)
@@ -116,17 +135,23 @@ static void print_text(const ql_model *m)
     print_io("inputs", g, g->inputs, g->n_inputs);
     print_io("outputs", g, g->outputs, g->n_outputs);
     printf("nodes: %d\n", g->n_nodes);
-    printf("  %4s  %-32s %-20s %-18s %10s %14s\n", "#", "name", "op", "output", "params", "MACs");
+    /* columns as wide as their longest entry, so long names keep them aligned */
+    int wn = 32, wo = 20, ws = 18;
+    for (int i = 0; i < g->n_nodes; i++) {
+        fit(&wn, node_name(&g->nodes[i]));
+        fit(&wo, g->nodes[i].op_type);
+        fit(&ws, out_shape(g, &g->nodes[i], buf, sizeof buf));
+    }
+    printf("  %4s  %-*s %-*s %-*s %10s %14s\n", "#", wn, "name", wo, "op", ws, "output", "params",
+           "MACs");
     int64_t params = 0, macs = 0;
     for (int i = 0; i < g->n_nodes; i++) {
         const ql_node *n = &g->nodes[i];
         int64_t p = ql_node_params(g, n), mc = ql_node_macs(g, n);
         params += p;
         macs += mc;
-        const ql_value *o = n->n_out && n->out[0] >= 0 ? &g->values[n->out[0]] : NULL;
-        printf("  %4d  %-32s %-20s %-18s %10lld %14lld\n", i, n->name[0] ? n->name : "-",
-               n->op_type, o ? ql_shape_str(o->ndim, o->dims, buf, sizeof buf) : "-",
-               (long long)p, (long long)mc);
+        printf("  %4d  %-*s %-*s %-*s %10lld %14lld\n", i, wn, node_name(n), wo, n->op_type, ws,
+               out_shape(g, n, buf, sizeof buf), (long long)p, (long long)mc);
     }
     printf("total: %lld parameters, %lld MACs per sample\n", (long long)params, (long long)macs);
 }

@@ -28,6 +28,22 @@ grep -q 'input' "$tmp/out" && grep -q 'Conv' "$tmp/out" && grep -q 'MACs' "$tmp/
 grep -q 'BatchNormalization' "$tmp/out" && ko "info: BatchNormalization should be folded"
 expect_ok "info --json" "$QLENS" info --json "$ex/fmnist_resnet.onnx"
 grep -q '"total_macs"' "$tmp/out" && grep -q '"nodes"' "$tmp/out" || ko "info --json keys"
+# parameters are learned tensors, not constant arguments (Clip's bounds, Pad's
+# value, Resize's scales, a scalar factor); a long node name keeps the table
+# aligned: every row of it as long as the header
+expect_ok "info, long names and constant arguments" "$QLENS" info "$fx/info_args.onnx"
+awk '/^  +# +name/ { t = 1; w = length($0); next } /^total:/ { t = 0 }
+     t && length($0) != w { bad = 1; print "  misaligned: " $0 } END { exit bad }' "$tmp/out" &&
+    ok "info table aligned" || ko "info table aligned"
+for row in "Conv 112" "Clip 0" "Pad 0" "Resize 0" "Mul 0" "Add 4"; do
+    set -- $row
+    awk -v op="$1" -v p="$2" '$3 == op { found = 1; if ($5 != p) bad = 1 } END { exit bad || !found }' \
+        "$tmp/out" && ok "info: $1 has $2 parameters" || ko "info: $1 has $2 parameters"
+done
+grep -q '^total: 116 parameters' "$tmp/out" && ok "info total parameters" || ko "info total parameters"
+expect_ok "info --json, constant arguments" "$QLENS" info --json "$fx/info_args.onnx"
+[ "$(json_num total_params <"$tmp/out")" = 116 ] && ok "info --json total_params" ||
+    ko "info --json total_params"
 
 # --- eval: exactly the count of correct samples PyTorch measured ----------------
 want=$(sed -n 's/.*"correct": *\([0-9]*\).*/\1/p' "$ex/reference.json")
