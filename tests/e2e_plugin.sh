@@ -95,7 +95,8 @@ if "$QLENS" --help | grep -q '^  calibrate' && [ -f "$QLENS_BUILDDIR/plugins/.li
         "$ex/fmnist_resnet.onnx" --data "$ex/calib.npy" --limit 32 -o "$tmp/q.json" \
         --algo sigma:k=3.0 --weight-algo minmax
     has "config names the canonical spec" '"sigma:k=3"' "$tmp/q.json"
-    run "calibrate --algo sigma:k=99" 1 env QLENS_PLUGIN_PATH="$tmp/plug" "$QLENS" calibrate \
+    # a value the plugin's schema refuses is a bad option value: usage, 2
+    run "calibrate --algo sigma:k=99" 2 env QLENS_PLUGIN_PATH="$tmp/plug" "$QLENS" calibrate \
         "$ex/fmnist_resnet.onnx" --data "$ex/calib.npy" --limit 32 -o "$tmp/q2.json" \
         --algo sigma:k=99 --weight-algo minmax
     has "calibrate quotes the bad spec" "algorithm 'sigma:k=99': k=99 is out of range [0.5, 20]" "$tmp/err"
