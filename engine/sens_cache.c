@@ -108,6 +108,7 @@ void sens_free_work(sens_ctx *s)
         layer_work *w = &s->work[r];
         free(w->act);
         free(w->cst);
+        ql_qsim_free(w->own);
         free(w->run);
         free(w->feeds);
         free(w->lrun);
@@ -133,11 +134,14 @@ static ql_status prepare_layer(sens_ctx *s, layer_work *w, const ql_encoding **t
     w->lfeeds = malloc((nv + (size_t)g->n_outputs) * sizeof *w->lfeeds);
     if (!w->act || !w->cst || !w->run || !w->lrun || !w->feeds || !w->lfeeds)
         return ql_fail(err, QL_ERR_NOMEM, "out of memory");
-    ql_status st = sens_plan_build(&s->plans, s->o->mode, w->layer, w->act, w->cst, err);
+    ql_status st = s->o->mode == QL_SENS_ALL_BUT
+                       ? sens_plan_raise(&s->plans, w->layer, w->act, w->cst, &w->own, err)
+                       : sens_plan_build(&s->plans, s->o->mode, w->layer, w->act, w->cst, err);
     if (st != QL_OK)
         return ql_fail_prefix(err, st, "layer '%s'", L->name);
     w->plan.act = (const struct ql_encoding *const *)w->act;
     w->plan.constants = w->cst;
+    w->unchanged = !sens_plans_differ(g, &s->base_plan, &w->plan);
     sens_rerun_set(s->q, w->layer, &s->base_plan, &w->plan, w->run);
     /* local runs: the nodes the layer's output depends on among those its
      * single plan changes, so that they reproduce a full run exactly */

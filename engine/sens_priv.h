@@ -15,6 +15,8 @@ typedef struct layer_work {
     int layer;
     const ql_encoding **act; /* the mode's plan (n_values) */
     const ql_tensor **cst;
+    ql_qsim *own;            /* all-but: the plan's entries not in the full plan, or NULL */
+    bool unchanged;          /* the plan is the base plan */
     ql_exec_quant plan;
     char *run;               /* re-run set (n_nodes) */
     int n_feeds, *feeds;
@@ -59,6 +61,7 @@ typedef struct sens_ctx {
     /* current chunk */
     int n_batches;
     sens_batch *batches;
+    ql_metrics base_m;   /* all-but: the base plan's outputs against float */
     void *arena;         /* the chunk's cache memory, sens_bytes_per_sample per sample */
     /* scheduling */
     pthread_mutex_t lock;

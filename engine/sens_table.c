@@ -1,6 +1,6 @@
 /* Sensitivity tables: names of modes and metrics, sorting worst first, the
- * CSV writer (libcsv quoting, atomic), and targets for automatic mixed
- * precision. */
+ * CSV writer (libcsv quoting, atomic), and targets and march names for
+ * automatic mixed precision. */
 #include "sensitivity.h"
 
 #include <csv.h>
@@ -129,9 +129,9 @@ ql_status ql_sens_table_write_csv(const ql_sens_table *t, const char *path, ql_e
     fputs("layer,op,precision,cosine,mse,sqnr_db,max_abs,top1_agree,top1,local_sqnr_db,"
           "weight_share,done\n",
           f);
-    for (int i = 0; i < t->n; i++) {
+    for (int i = 0; i < t->n + t->n_pending; i++) {
         const ql_sens_row *r = &t->rows[i];
-        bool any = r->m.n > 0;
+        bool any = r->done && r->m.n > 0;
         csv_fwrite(f, r->name, strlen(r->name));
         fputc(',', f);
         csv_fwrite(f, r->op, strlen(r->op));
@@ -147,8 +147,17 @@ ql_status ql_sens_table_write_csv(const ql_sens_table *t, const char *path, ql_e
 
 /* ---- targets ------------------------------------------------------------------- */
 
-static const char *const target_metrics[] = {"cosine", "sqnr_db", "top1_agree", "top1",
-                                             "mse",    "max_abs", "top1_drop"};
+/* Target metrics: name, whether higher is better, and the best value a
+ * model can have (the float model's). */
+static const struct {
+    const char *name;
+    bool higher;
+    double best;
+} target_metrics[] = {
+    {"cosine", true, 1.0},  {"sqnr_db", true, INFINITY}, {"top1_agree", true, 1.0},
+    {"top1", true, 1.0},    {"mse", false, 0.0},         {"max_abs", false, 0.0},
+    {"top1_drop", false, -100.0},
+};
 
 ql_status ql_target_parse(const char *s, ql_target *out, ql_error *err)
 {
@@ -164,10 +173,11 @@ ql_status ql_target_parse(const char *s, ql_target *out, ql_error *err)
         s++;
         n--;
     }
-    bool known = false;
-    for (size_t i = 0; i < sizeof target_metrics / sizeof target_metrics[0]; i++)
-        known |= strlen(target_metrics[i]) == n && strncmp(s, target_metrics[i], n) == 0;
-    if (!known)
+    int k = -1;
+    for (int i = 0; i < (int)(sizeof target_metrics / sizeof target_metrics[0]); i++)
+        if (strlen(target_metrics[i].name) == n && strncmp(s, target_metrics[i].name, n) == 0)
+            k = i;
+    if (k < 0)
         return ql_fail(err, QL_ERR_ARG,
                        "target '%.*s': unknown metric (cosine, sqnr_db, top1_agree, top1, mse, "
                        "max_abs, top1_drop)",
@@ -181,7 +191,36 @@ ql_status ql_target_parse(const char *s, ql_target *out, ql_error *err)
         end++;
     if (op[2] == '\0' || *end || errno || !isfinite(out->value))
         return ql_fail(err, QL_ERR_ARG, "target: '%s' is not a number", op + 2);
+    /* raising layers moves the model towards float: the metric can only be
+     * asked to come close to the float model's value, from its side */
+    bool higher = target_metrics[k].higher;
+    double best = target_metrics[k].best;
+    if (out->at_least != higher)
+        return ql_fail(err, QL_ERR_ARG,
+                       "target %s%s%g: %s is %s; write %s%s%g", out->metric,
+                       out->at_least ? ">=" : "<=", out->value, out->metric,
+                       higher ? "higher when better (the float model has the most)"
+                              : "an error, lower when better (the float model has the least)",
+                       out->metric, higher ? ">=" : "<=", out->value);
+    if (higher ? out->value > best : out->value < best)
+        return ql_fail(err, QL_ERR_ARG, "target %s%s%g: no model reaches it (%s is %s %g%s)",
+                       out->metric, out->at_least ? ">=" : "<=", out->value, out->metric,
+                       higher ? "at most" : "at least", best,
+                       !strcmp(out->metric, "top1") || !strcmp(out->metric, "top1_agree")
+                           ? ": a fraction, not a percentage"
+                           : "");
     return QL_OK;
+}
+
+static const char *const marches[] = {"nash-b-lite", "nash-b", "nash-b-plus", "nash-e",
+                                      "nash-m",      "nash-h", "nash-p"};
+
+const char *ql_autoprec_march(const char *s)
+{
+    for (size_t i = 0; i < sizeof marches / sizeof marches[0]; i++)
+        if (!strcmp(s, marches[i]))
+            return marches[i];
+    return NULL;
 }
 
 double ql_target_value(const ql_target *t, const ql_metrics *m)

@@ -501,26 +501,60 @@ static ql_status run_layers(sens_ctx *s, sens_worker *ws, int n_threads, ql_erro
 
 /* ---- entry point ------------------------------------------------------------------ */
 
+/* The finished rows first, in layer order, then the others with no
+ * metrics: a row cut short holds sums over part of the samples, which are
+ * no result. */
 static void fill_rows(const sens_ctx *s, ql_sens_table *t, int n_chunks)
 {
-    for (int r = 0; r < s->n_work; r++) {
+    int n_done = 0;
+    for (int r = 0; r < s->n_work; r++)
+        n_done += s->work[r].chunks_done == n_chunks;
+    t->n = n_done;
+    t->n_pending = s->n_work - n_done;
+    t->partial = t->n_pending > 0;
+    for (int r = 0, k_done = 0, k_rest = n_done; r < s->n_work; r++) {
         const layer_work *w = &s->work[r];
         const ql_qlayer *L = &s->q->layers[w->layer];
-        ql_sens_row *row = &t->rows[r];
+        bool done = w->chunks_done == n_chunks;
+        ql_sens_row *row = &t->rows[done ? k_done++ : k_rest++];
         row->layer = w->layer;
         row->name = L->name;
         row->op = s->g->nodes[L->node].op_type;
         row->precision = s->plans.prec[w->layer];
+        row->raised_to = s->o->mode == QL_SENS_ALL_BUT ? sens_raised_prec(&s->plans, w->layer)
+                                                       : row->precision;
+        row->unchanged = w->unchanged;
+        row->done = done;
+        if (!done) {
+            row->local_sqnr_db = row->weight_share = NAN;
+            continue;
+        }
         row->m = w->m;
-        row->done = w->chunks_done == n_chunks;
         row->local_sqnr_db = w->loc_noise == 0 ? INFINITY
                              : w->loc_sig == 0 ? -INFINITY
                                                : 10.0 * log10(w->loc_sig / w->loc_noise);
         double tot = w->w_noise + w->a_noise;
         row->weight_share = L->weight_value < 0 || tot == 0 ? NAN : w->w_noise / tot;
-        if (!row->done)
-            t->partial = true;
     }
+}
+
+/* All-but: adds the chunk's base outputs to the base metrics, batch by
+ * batch in sample order as the layers add theirs. */
+static ql_status add_base_metrics(sens_ctx *s, ql_error *err)
+{
+    const ql_graph *g = s->g;
+    for (int b = 0; b < s->n_batches; b++) {
+        const sens_batch *B = &s->batches[b];
+        const ql_tensor *yf = B->ref_out[0], *yq = B->base[g->outputs[0]];
+        int64_t per = yf && yf->ndim > 0 && yf->dims[0] > 0 ? ql_tensor_numel(yf) / yf->dims[0] : 0;
+        if (!yf || !yq || yf->dtype != QL_F32 || per <= 0 ||
+            ql_tensor_numel(yq) != ql_tensor_numel(yf))
+            return ql_fail(err, QL_ERR_SHAPE, "output '%s' is not a float batch of per-sample scores",
+                           g->values[g->outputs[0]].name);
+        ql_metrics_add(&s->base_m, yf->data, yq->data, B->count, per,
+                       s->labels ? s->labels + B->first : NULL);
+    }
+    return QL_OK;
 }
 
 ql_status ql_sensitivity(ql_model *m, const ql_qnet *q, const ql_qconfig *c,
@@ -555,12 +589,18 @@ ql_status ql_sensitivity(ql_model *m, const ql_qnet *q, const ql_qconfig *c,
     s.unit = unit_for(g);
     if ((st = ql_qsim_build(q, c, &full, err)) != QL_OK)
         goto cleanup;
+    s.plans.m = m;
     s.plans.q = q;
     s.plans.c = c;
     s.plans.full = full;
+    s.plans.raise_int16 = o->raise_int16;
+    s.plans.stats = o->stats;
+    s.plans.ps = o->plugins;
+    s.plans.enc_from = o->enc_from;
     s.plans.prec = malloc((size_t)(q->n_layers ? q->n_layers : 1) * sizeof *s.plans.prec);
+    s.plans.bits = malloc((size_t)(g->n_values ? g->n_values : 1) * sizeof *s.plans.bits);
     rows = malloc((size_t)(q->n_layers ? q->n_layers : 1) * sizeof *rows);
-    if (!s.plans.prec || !rows) {
+    if (!s.plans.prec || !s.plans.bits || !rows) {
         st = ql_fail(err, QL_ERR_NOMEM, "out of memory");
         goto cleanup;
     }
@@ -571,6 +611,7 @@ ql_status ql_sensitivity(ql_model *m, const ql_qnet *q, const ql_qconfig *c,
         if (o->mode == QL_SENS_ALL_BUT || s.plans.prec[i] != QL_PREC_FLOAT)
             rows[n_rows++] = i;
     }
+    ql_qnet_act_bits(q, c, s.plans.bits);
     if (o->only_layer && n_rows == 0) {
         st = ql_fail(err, QL_ERR_ARG, "layer '%s': %s", o->only_layer,
                      ql_qnet_find_layer(q, o->only_layer) < 0 ? "no such layer"
@@ -614,6 +655,8 @@ ql_status ql_sensitivity(ql_model *m, const ql_qnet *q, const ql_qconfig *c,
         st = sens_chunk_inputs(&s, &bt, c0, c1, err);
         if (st == QL_OK)
             st = run_base(&s, ws, n_threads, union_obs, err);
+        if (st == QL_OK && !s.stop && !s.float_base)
+            st = add_base_metrics(&s, err);
         if (st == QL_OK && !s.stop)
             st = run_layers(&s, ws, n_threads, err);
         cancelled = st == QL_ERR_CANCELLED || s.stop;
@@ -631,9 +674,9 @@ ql_status ql_sensitivity(ql_model *m, const ql_qnet *q, const ql_qconfig *c,
         goto cleanup;
     }
     t->mode = o->mode;
-    t->n = n_rows;
     t->samples = d->n;
     t->has_labels = labels != NULL;
+    t->base = s.base_m;
     fill_rows(&s, t, n_chunks);
     *out = t;
     t = NULL;
@@ -649,6 +692,7 @@ cleanup:
     free(s.base_obs);
     free(s.flt_obs);
     free(s.plans.prec);
+    free(s.plans.bits);
     free(rows);
     ql_qsim_free(full);
     pthread_cond_destroy(&s.freed);

@@ -135,11 +135,15 @@ ql_status sc_sensitivity(session *s, int argc, char **argv, ql_error *err)
     /* the first `limit` samples, as a view */
     ql_tensor view = ql_dataset_batch(d->d, 0, limit > 0 && limit < d->d->n ? limit : d->d->n);
     ql_dataset sub = {.samples = &view, .n = view.dims[0], .source = d->d->source};
+    /* all-but computes the encodings a layer set to float calls for (bits
+     * that change at an int8/int16 boundary) from the statistics, as
+     * `set layer L precision float` would, when the session has them */
     ql_sens_opts so = {.mode = mode, .n_threads = s->o.n_threads, .batch = s->o.batch,
                        .cache_bytes = (int64_t)cache_mb << 20,
                        .brute_force = o[BRUTE].at >= 0,
                        .only_layer = o[LAYER].at >= 0 ? argv[o[LAYER].at] : NULL,
-                       .progress = sens_progress, .progress_user = s, .cancel = s->o.cancel};
+                       .progress = sens_progress, .progress_user = s, .cancel = s->o.cancel,
+                       .stats = s->cur.stats ? s->cur.stats->s : NULL, .plugins = s->plugins};
     ql_sens_table *t = NULL;
     const ses_model *x = s->cur.model;
     if ((st = ql_sensitivity(x->m, x->q, s->cur.cfg, &sub, d->labels, &so, &t, err)) != QL_OK)
@@ -162,11 +166,6 @@ ql_status sc_sensitivity(session *s, int argc, char **argv, ql_error *err)
     return QL_OK;
 }
 
-/* Nash marches; until march data files exist every one costs a layer by
- * its MACs. */
-static const char *const marches[] = {"nash-b-lite", "nash-b", "nash-b-plus", "nash-e",
-                                      "nash-m",      "nash-h", "nash-p"};
-
 ql_status sc_autoprec(session *s, int argc, char **argv, ql_error *err)
 {
     enum { PREFER, MARCH, N_OPTS };
@@ -186,17 +185,11 @@ ql_status sc_autoprec(session *s, int argc, char **argv, ql_error *err)
             return ql_fail(err, QL_ERR_ARG, "prefer: '%s' is not int16 or float", p);
         prefer_int16 = p[0] == 'i';
     }
-    if (o[MARCH].at >= 0) {
-        const char *m = argv[1 + o[MARCH].at];
-        for (size_t i = 0; i < sizeof marches / sizeof marches[0] && !march; i++)
-            if (!strcmp(m, marches[i]))
-                march = marches[i];
-        if (!march)
-            return ql_fail(err, QL_ERR_ARG,
-                           "march: unknown march '%s' (expected nash-b-lite, nash-b, "
-                           "nash-b-plus, nash-e, nash-m, nash-h or nash-p)",
-                           m);
-    }
+    /* Nash marches: until march data files exist every one costs a layer
+     * by its MACs */
+    if (o[MARCH].at >= 0 && !(march = ql_autoprec_march(argv[1 + o[MARCH].at])))
+        return ql_fail(err, QL_ERR_ARG, "march: unknown march '%s' (expected " QL_MARCH_NAMES ")",
+                       argv[1 + o[MARCH].at]);
     if ((st = command_need_eval_data(s, err)) != QL_OK || (st = command_need_encodings(s, err)) != QL_OK)
         return st;
     if (!s->cur.stats)

@@ -1,7 +1,8 @@
 /* `qlens autoprec`: the session lines `load`, `load config`, `data eval`,
  * `load stats` (or statistics collected on the data), `autoprec` and
- * `save config`; the steps are printed from the session's result. Exit
- * status 3 when the target is not met. */
+ * `save config`; every raise tried and the layers kept are printed from the
+ * session's result. Exit status 2 for bad options (an impossible target
+ * too), 3 when the target is not met. */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,17 +17,19 @@ static void autoprec_usage(FILE *f)
             "                      -o NEW.json [--labels L] [--prefer int16|float]\n"
             "                      [--march M] [--stats S] [--limit N] [--threads T]\n"
             "                      [--batch B]\n\n"
-            "Ranks the layers by how much the model gains when each alone stays float\n"
-            "(all-but sensitivity) and raises them one at a time until the target holds.\n"
-            "Targets: cosine, sqnr_db, top1_agree, top1 (fractions), mse, max_abs with\n"
-            ">= or <=, and top1_drop<=P (percentage points; needs --labels).\n\n"
+            "Ranks the layers by what raising each alone does to the model (all-but\n"
+            "sensitivity), raises them one at a time, keeping a raise only when it\n"
+            "improves the metric, until the target holds; then lowers again the raises\n"
+            "the target does not need. Targets: cosine, sqnr_db, top1_agree, top1\n"
+            "(fractions) with >=; mse, max_abs and top1_drop (percentage points, needs\n"
+            "--labels) with <=.\n\n"
             "  -d, --data D        samples (.npy folder, batched .npy, IDX)\n"
             "  -c, --config C      quant config from 'qlens calibrate'\n"
             "  -T, --target T      e.g. cosine>=0.999 or top1_drop<=0.2\n"
             "  -o, --output FILE   the new config\n"
             "  -l, --labels L      labels (top1 and top1_drop targets)\n"
             "      --prefer P      raise int8 layers to int16 (default) or float\n"
-            "      --march M       rank by gain per cost on M (nash-b-lite, nash-b,\n"
+            "      --march M       weigh gains by cost on M (nash-b-lite, nash-b,\n"
             "                      nash-b-plus, nash-e, nash-m, nash-h, nash-p)\n"
             "      --stats S       statistics from 'qlens calibrate --stats-out'\n"
             "                      (default: collected again from D)\n"
@@ -37,6 +40,59 @@ static void autoprec_usage(FILE *f)
             "The same as the qlens-script(5) lines: load MODEL; load config C;\n"
             "data eval D [labels L] [limit N]; load stats S (or data calib D\n"
             "[limit N]; collect stats); autoprec TARGET ...; save config FILE.\n");
+}
+
+static const char *const outcomes[] = {"kept", "undone (no gain)", "kept, lowered at the end"};
+
+/* Every raise tried, pass by pass, the raises lowered again at the end,
+ * then the layers the config keeps. */
+static void print_result(const ql_qnet *q, const ql_target *t, const ql_autoprec_result *r)
+{
+    const char *k = t->metric;
+    printf("before: %s %.6g\n", k, ql_target_value(t, &r->before));
+    int pass = 0;
+    for (int i = 0; i < r->n_tried; i++) {
+        const ql_autoprec_step *p = &r->tried[i];
+        for (; pass < p->pass - 1; pass++)
+            printf("pass %d: no raise predicted to improve %s\n", pass + 1, k);
+        if (pass < p->pass) {
+            pass = p->pass;
+            if (p->forced)
+                printf("pass %d: no raise alone improves %s %.6g: every raise left, in order of "
+                       "predicted effect, kept whatever it does\n",
+                       pass, k, r->forced_from);
+            else if (r->int16_exhausted && p->to == QL_PREC_FLOAT && i > 0 &&
+                     r->tried[i - 1].to == QL_PREC_INT16)
+                printf("pass %d: int16 raises stopped helping at %s %.6g (they raise activation "
+                       "bits only: the rest is in the weights); float raises\n",
+                       pass, k, r->int16_best);
+            else
+                printf("pass %d:\n", pass);
+        }
+        printf("  %-32s %s -> %-5s %s %.6g (predicted %.6g): %s\n", q->layers[p->layer].name,
+               ql_prec_name(p->from), ql_prec_name(p->to), k, ql_target_value(t, &p->after),
+               p->predicted, outcomes[p->outcome]);
+    }
+    for (; pass < r->passes; pass++)
+        printf("pass %d: no raise predicted to improve %s\n", pass + 1, k);
+    for (int seq = 1;; seq++) {
+        const ql_autoprec_step *p = NULL;
+        for (int i = 0; i < r->n_tried && !p; i++)
+            if (r->tried[i].outcome == QL_AP_DROPPED && r->tried[i].lowered_seq == seq)
+                p = &r->tried[i];
+        if (!p)
+            break;
+        if (seq == 1)
+            printf("lowered again, the target holding without them:\n");
+        printf("  %-32s %s -> %-5s %s %.6g\n", q->layers[p->layer].name, ql_prec_name(p->to),
+               ql_prec_name(p->from), k, ql_target_value(t, &p->lowered));
+    }
+    for (int i = 0; i < r->n_steps; i++) {
+        const ql_autoprec_step *p = &r->steps[i];
+        printf("step %d: %-32s %s -> %s\n", i + 1, q->layers[p->layer].name,
+               ql_prec_name(p->from), ql_prec_name(p->to));
+    }
+    printf("after: %s %.6g\n", k, ql_target_value(t, &r->final));
 }
 
 int cmd_autoprec(int argc, char **argv)
@@ -78,7 +134,12 @@ int cmd_autoprec(int argc, char **argv)
             prefer = optarg;
             break;
         case OPT_MARCH:
-            march = optarg; /* checked by the command */
+            if (!ql_autoprec_march(optarg)) {
+                cli_error("autoprec", "option --march: unknown march '%s' (expected " QL_MARCH_NAMES
+                          ")", optarg);
+                return 2;
+            }
+            march = optarg;
             break;
         case 'h': autoprec_usage(stdout); return 0;
         default: autoprec_usage(stderr); return 2;
@@ -96,12 +157,12 @@ int cmd_autoprec(int argc, char **argv)
     ql_error err = {{0}};
     ql_target target;
     if (ql_target_parse(target_s, &target, &err) != QL_OK) {
-        cli_error("autoprec", "%s", err.msg);
-        return 1;
+        cli_error("autoprec", "option --%s", err.msg); /* "target ...: why" */
+        return 2;
     }
     if ((!strcmp(target.metric, "top1") || !strcmp(target.metric, "top1_drop")) && !labels_path) {
         cli_error("autoprec", "target %s needs --labels", target.metric);
-        return 1;
+        return 2;
     }
 
     cli_session cs;
@@ -128,23 +189,36 @@ int cmd_autoprec(int argc, char **argv)
     const cli_line *lines[] = {&cl, &dl, &sl, &sl2, &al, &ol};
     if ((st = cli_load(&cs, argv[optind])) != QL_OK)
         goto fail;
-    for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++)
+    for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++) {
         if (lines[i]->n && (st = cli_exec(&cs, lines[i], false)) != QL_OK)
             goto fail;
+        /* settings alone are a valid config but nothing to start from: say
+         * which file, as for the config's other problems */
+        if (lines[i] == &cl && cs.s->cur.cfg->n_tensors == 0) {
+            cli_error("autoprec", "%s: tensors: the config has no encodings (make them with "
+                                  "'qlens calibrate')", config);
+            goto done;
+        }
+    }
     cli_phases_finish(&cs.phases);
 
     const ses_autoprec *a = cs.s->cur.autoprec;
-    const ql_qnet *q = cs.s->cur.model->q;
-    printf("before: %s %.6g\n", a->target.metric, ql_target_value(&a->target, &a->r.before));
-    for (int i = 0; i < a->r.n_steps; i++) {
-        const ql_autoprec_step *p = &a->r.steps[i];
-        printf("step %d: %-32s %s -> %-5s %s %.6g\n", i + 1, q->layers[p->layer].name,
-               ql_prec_name(p->from), ql_prec_name(p->to), a->target.metric,
-               ql_target_value(&a->target, &p->after));
-    }
+    print_result(cs.s->cur.model->q, &a->target, &a->r);
     fflush(stdout);
-    fprintf(stderr, "qlens autoprec: target %s %s after %d step%s -> %s\n", target_s,
-            a->r.met ? "met" : "NOT met", a->r.n_steps, a->r.n_steps == 1 ? "" : "s", out);
+    if (!a->r.met && a->r.int16_exhausted)
+        fprintf(stderr,
+                "qlens autoprec: int16 raises stopped helping at %s %.6g (they raise activation "
+                "bits only; the rest of the error is in the weights' bits)\n",
+                a->target.metric, a->r.int16_best);
+    int n_layers = 0;
+    for (int i = 0; i < a->r.n_steps; i++) {
+        bool first = true;
+        for (int j = 0; j < i; j++)
+            first &= a->r.steps[j].layer != a->r.steps[i].layer;
+        n_layers += first;
+    }
+    fprintf(stderr, "qlens autoprec: target %s %s with %d layer%s raised -> %s\n", target_s,
+            a->r.met ? "met" : "NOT met", n_layers, n_layers == 1 ? "" : "s", out);
     rc = a->r.met ? 0 : 3;
     goto done;
 fail:

@@ -1,7 +1,7 @@
 /* `qlens sensitivity`: the session lines `load`, `load config`, `data eval`,
  * `sensitivity ... keep-partial` and `export csv`; the table is the
  * command's report, --json is made from the session's table. Ctrl-C keeps
- * the rows done (exit status 130). */
+ * the rows done (exit status 130); bad option values exit 2. */
 #include <cjson/cJSON.h>
 #include <getopt.h>
 #include <math.h>
@@ -24,7 +24,8 @@ static void sensitivity_usage(FILE *f)
             "  -c, --config C      quant config from 'qlens calibrate'\n"
             "  -l, --labels L      labels, for top-1 accuracy\n"
             "  -m, --mode M        single (only this layer quantized, default), all-but\n"
-            "                      (everything but this layer), weights, activations\n"
+            "                      (the config with this layer float), weights,\n"
+            "                      activations\n"
             "  -s, --metric S      sort by cosine (default), mse, sqnr_db, max_abs,\n"
             "                      top1_agree, top1, local_sqnr_db\n"
             "  -n, --limit N       use only the first N samples\n"
@@ -52,8 +53,10 @@ static int print_json(const ql_sens_table *t, const char *model)
     cJSON_AddStringToObject(o, "mode", ql_sens_mode_name(t->mode));
     cJSON_AddNumberToObject(o, "samples", (double)t->samples);
     cJSON_AddBoolToObject(o, "partial", t->partial);
-    for (int i = 0; i < t->n; i++) {
+    /* the results, then the layers not finished (no metrics) */
+    for (int i = 0; i < t->n + t->n_pending; i++) {
         const ql_sens_row *r = &t->rows[i];
+        bool have = r->done && r->m.n > 0;
         cJSON *e = cJSON_CreateObject();
         if (!e)
             break;
@@ -62,8 +65,10 @@ static int print_json(const ql_sens_table *t, const char *model)
         cJSON_AddStringToObject(e, "precision", ql_prec_name(r->precision));
         for (int k = 0; k < QL_SM_COUNT; k++)
             cli_json_number(e, ql_sens_metric_name((ql_sens_metric)k),
-                     ql_sens_row_metric(r, (ql_sens_metric)k), r->m.n > 0);
-        cli_json_number(e, "weight_share", r->weight_share, r->m.n > 0);
+                            ql_sens_row_metric(r, (ql_sens_metric)k), have);
+        cli_json_number(e, "weight_share", r->weight_share, have);
+        if (t->mode == QL_SENS_ALL_BUT)
+            cJSON_AddBoolToObject(e, "unchanged", r->unchanged);
         cJSON_AddBoolToObject(e, "done", r->done);
         cJSON_AddItemToArray(rows, e);
     }
@@ -171,8 +176,23 @@ int cmd_sensitivity(int argc, char **argv)
     cli_words(&sl, "keep-partial", (const char *)NULL);
     if (out)
         cli_words(&ol, "export", "csv", out, (const char *)NULL);
-    if ((st = cli_load(&cs, argv[optind])) != QL_OK || (st = cli_exec(&cs, &cl, false)) != QL_OK ||
-        (st = cli_exec(&cs, &dl, false)) != QL_OK || (st = cli_exec(&cs, &sl, !json)) != QL_OK ||
+    if ((st = cli_load(&cs, argv[optind])) != QL_OK)
+        goto fail;
+    if (layer && ql_qnet_find_layer(cs.s->cur.model->q, layer) < 0) {
+        cli_error("sensitivity", "option --layer: '%s': no such layer in %s", layer, argv[optind]);
+        rc = 2;
+        goto done;
+    }
+    if ((st = cli_exec(&cs, &cl, false)) != QL_OK)
+        goto fail;
+    /* settings alone are a valid config but nothing to analyse: say which
+     * file, as for the config's other problems */
+    if (cs.s->cur.cfg->n_tensors == 0) {
+        cli_error("sensitivity", "%s: tensors: the config has no encodings (make them with "
+                                 "'qlens calibrate')", config);
+        goto done;
+    }
+    if ((st = cli_exec(&cs, &dl, false)) != QL_OK || (st = cli_exec(&cs, &sl, !json)) != QL_OK ||
         (out && (st = cli_exec(&cs, &ol, false)) != QL_OK))
         goto fail;
     cli_phases_finish(&cs.phases);
@@ -182,11 +202,8 @@ int cmd_sensitivity(int argc, char **argv)
         goto done;
     }
     if (t->partial) {
-        int n_done = 0;
-        for (int i = 0; i < t->n; i++)
-            n_done += t->rows[i].done;
-        fprintf(stderr, "qlens sensitivity: interrupted: %d of %d layers done%s\n", n_done, t->n,
-                out ? " (the table marks the rest done=0)" : "");
+        fprintf(stderr, "qlens sensitivity: interrupted: %d of %d layers done%s\n", t->n,
+                t->n + t->n_pending, out ? " (the CSV lists the rest with done=0)" : "");
         rc = 130;
     } else {
         rc = 0;

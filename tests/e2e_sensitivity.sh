@@ -1,8 +1,10 @@
 #!/bin/sh
 # End-to-end tests of `qlens sensitivity` and `qlens autoprec` on the shipped
 # example: tables identical whatever the thread count, CSV and JSON shapes,
-# Ctrl-C keeps the rows done, autoprec reaches a target the config misses
-# and writes overrides with reasons; bad arguments fail cleanly.
+# all-but measures what the config with the layer set to float gives,
+# Ctrl-C keeps the rows done and lists the others apart, autoprec reaches a
+# target the config misses and writes overrides with reasons; bad arguments
+# fail cleanly, bad option values (impossible targets too) with status 2.
 set -u
 : "${QLENS:?}" "${QLENS_SRCDIR:?}"
 ex="$QLENS_SRCDIR/examples/fmnist"
@@ -29,6 +31,25 @@ expect_ok "all-but, json" "$QLENS" sensitivity "$model" --data "$ex/eval.npy" -c
     --limit 64 --mode all-but --metric mse --json
 check "json: mode, not partial, 17 rows" \
     'grep -q "\"mode\":[[:space:]]*\"all-but\"" "$tmp/out" && grep -q "\"partial\":[[:space:]]*false" "$tmp/out" && [ "$(grep -c "\"layer\":" "$tmp/out")" = 17 ]'
+# all-but is what the config with that layer set to float computes: here
+# a layer whose int8 readers keep its output quantized
+layer=/layer2/c1/Conv
+cat >"$tmp/float.qls" <<EOF
+load $model
+load config $cfg
+load stats $tmp/stats.bin
+set layer $layer precision float
+save config $tmp/float.json
+EOF
+expect_ok "config with $layer float" "$QLENS" run "$tmp/float.qls"
+"$QLENS" eval "$model" --data "$ex/eval.npy" -c "$tmp/float.json" --limit 64 --json \
+    >"$tmp/evf.json" 2>/dev/null
+expect_ok "all-but, one layer" "$QLENS" sensitivity "$model" --data "$ex/eval.npy" -c "$cfg" \
+    --limit 64 --mode all-but --layer "$layer" --json
+sq_eval=$(json_num sqnr_db <"$tmp/evf.json")
+sq_sens=$(json_num sqnr_db <"$tmp/out")
+check "all-but $layer = eval of the config with it float ($sq_sens vs $sq_eval dB)" \
+    'awk -v a="$sq_sens" -v b="$sq_eval" "BEGIN { d = a - b; exit !(a != \"\" && d < 0.001 && d > -0.001) }"'
 expect_ok "weights mode, one layer" "$QLENS" sensitivity "$model" --data "$ex/eval.npy" \
     -c "$cfg" --limit 32 --mode weights --layer /layer1/c1/Conv -o "$tmp/one.csv"
 check "one layer, one row" '[ "$(wc -l <"$tmp/one.csv")" = 2 ]'
@@ -46,6 +67,10 @@ rc=$?
 check "Ctrl-C exits 130" '[ "$rc" = 130 ]'
 check "Ctrl-C: CSV written, some rows not done" \
     '[ -f "$tmp/part.csv" ] && [ "$(wc -l <"$tmp/part.csv")" = 18 ] && tail -n +2 "$tmp/part.csv" | grep -q ",0\$"'
+check "Ctrl-C: rows not done come last, without metrics" \
+    'tail -n +2 "$tmp/part.csv" | awk "/,0\$/ { if (\$0 !~ /,,,,,,,,,0\$/) bad = 1; seen = 1; next } seen { bad = 1 } END { exit bad }"'
+check "Ctrl-C: the table shows finished rows only" \
+    'grep -q "partial" "$tmp/out" && ! grep -q "not done" "$tmp/out" && [ "$(grep -c "^ *[0-9]" "$tmp/out")" = "$(tail -n +2 "$tmp/part.csv" | grep -c ",1\$")" ]'
 check "Ctrl-C: said so" 'grep -q "interrupted" "$tmp/err"'
 
 # --- autoprec -------------------------------------------------------------------
@@ -56,7 +81,11 @@ expect_ok "autoprec sqnr_db>=$target (config has $sq)" "$QLENS" autoprec "$model
     --data "$ex/eval.npy" --limit 128 -c "$cfg" --target "sqnr_db>=$target" \
     --stats "$tmp/stats.bin" -o "$tmp/new.json"
 check "autoprec took steps" 'grep -q "^step 1:" "$tmp/out"'
-check "overrides carry reasons" 'grep -q "autoprec: all-but sqnr_db gain" "$tmp/new.json"'
+check "overrides carry reasons" 'grep -q "autoprec: step 1 of [0-9]* for sqnr_db>=$target" "$tmp/new.json"'
+check "every raise tried is printed, with its outcome" \
+    'grep -q "^pass 1:" "$tmp/out" && grep -q "(predicted .*): kept" "$tmp/out" && grep -q "^after: sqnr_db" "$tmp/out"'
+check "as many overrides as steps" \
+    '[ "$(grep -c "\"reason\":[[:space:]]*\"autoprec: step" "$tmp/new.json")" = "$(grep -c "^step [0-9]*:" "$tmp/out")" ]'
 "$QLENS" eval "$model" --data "$ex/eval.npy" -c "$tmp/new.json" --limit 128 --json >"$tmp/ev2.json" 2>/dev/null
 sq2=$(json_num sqnr_db <"$tmp/ev2.json")
 check "new config meets the target ($sq2 >= $target)" \
@@ -70,14 +99,44 @@ check "a met target changes nothing" 'grep -q "^before:" "$tmp/out" && ! grep -q
 expect_fail "bad mode" "is not single, all-but" "$QLENS" sensitivity "$model" \
     --data "$ex/eval.npy" -c "$cfg" --mode everything
 expect_fail "no config" "required" "$QLENS" sensitivity "$model" --data "$ex/eval.npy"
-expect_fail "unknown layer" "no such layer" "$QLENS" sensitivity "$model" \
-    --data "$ex/eval.npy" -c "$cfg" --limit 8 --layer nope
-expect_fail "bad target" "expected METRIC>=VALUE" "$QLENS" autoprec "$model" \
-    --data "$ex/eval.npy" -c "$cfg" --target "cosine=1" -o "$tmp/x.json"
-expect_fail "top1 target needs labels" "needs --labels" "$QLENS" autoprec "$model" \
-    --data "$ex/eval.npy" -c "$cfg" --target "top1_drop<=0.2" -o "$tmp/x.json"
-expect_fail "unknown march" "unknown march" "$QLENS" autoprec "$model" \
-    --data "$ex/eval.npy" -c "$cfg" --target "cosine>=0.9" --march nash-z -o "$tmp/x.json"
+ap() { "$QLENS" autoprec "$model" --data "$ex/eval.npy" -c "$cfg" -o "$tmp/x.json" "$@"; }
+expect_status "bad target: exit 2" 2 \
+    "qlens autoprec: option --target 'cosine=1': expected METRIC>=VALUE or METRIC<=VALUE" \
+    ap --target "cosine=1"
+expect_status "garbage target: exit 2" 2 \
+    "qlens autoprec: option --target 'garbage': expected METRIC>=VALUE or METRIC<=VALUE" \
+    ap --target garbage
+expect_status "an error metric at least: exit 2" 2 \
+    "qlens autoprec: option --target mse>=0.1: mse is an error, lower when better (the float model has the least); write mse<=0.1" \
+    ap --target "mse>=0.1"
+expect_status "cosine above 1: exit 2" 2 \
+    "qlens autoprec: option --target cosine>=2: no model reaches it (cosine is at most 1)" \
+    ap --target "cosine>=2"
+expect_status "top1 as a percentage: exit 2" 2 \
+    "qlens autoprec: option --target top1>=93: no model reaches it (top1 is at most 1: a fraction, not a percentage)" \
+    ap --labels "$ex/eval_labels.npy" --target "top1>=93"
+expect_status "top1 target needs labels: exit 2" 2 "qlens autoprec: target top1_drop needs --labels" \
+    ap --target "top1_drop<=0.2"
+expect_status "unknown march: exit 2" 2 \
+    "qlens autoprec: option --march: unknown march 'nash-z' (expected nash-b-lite, nash-b, nash-b-plus, nash-e, nash-m, nash-h or nash-p)" \
+    ap --target "cosine>=0.9" --march nash-z
+expect_status "bad --prefer: exit 2" 2 "qlens autoprec: option --prefer: 'double' is not int16 or float" \
+    ap --target "cosine>=0.9" --prefer double
+expect_status "unknown layer: exit 2" 2 \
+    "qlens sensitivity: option --layer: 'nope': no such layer in $model" \
+    "$QLENS" sensitivity "$model" --data "$ex/eval.npy" -c "$cfg" --limit 8 --layer nope
+expect_status "bad --limit: exit 2" 2 \
+    "qlens sensitivity: option --limit: 'x' is not an integer in [1, 1099511627776]" \
+    "$QLENS" sensitivity "$model" --data "$ex/eval.npy" -c "$cfg" --limit x
+# a config of settings only: the file is named, as eval names it
+printf '{"qlens_config": 1, "defaults": {"weight_bits": 4}}\n' >"$tmp/settings.json"
+expect_status "sensitivity with a config of settings only" 1 \
+    "qlens sensitivity: $tmp/settings.json: tensors: the config has no encodings (make them with 'qlens calibrate')" \
+    "$QLENS" sensitivity "$model" --data "$ex/eval.npy" --limit 8 -c "$tmp/settings.json"
+expect_status "autoprec with a config of settings only" 1 \
+    "qlens autoprec: $tmp/settings.json: tensors: the config has no encodings (make them with 'qlens calibrate')" \
+    "$QLENS" autoprec "$model" --data "$ex/eval.npy" --limit 8 -c "$tmp/settings.json" \
+    --target "cosine>=0.9" -o "$tmp/x.json"
 check "failed autoprec wrote nothing" '[ ! -e "$tmp/x.json" ]'
 
 echo "$pass passed, $fail failed"

@@ -1,11 +1,16 @@
 /* Unit tests of the sensitivity analysis and autoprec on the shipped
  * example: the incremental runs equal full re-executions bit for bit (the
  * engine's brute-force path, and a reference written here from configs
- * built the obvious way), whatever the thread count and cache budget (the
- * workers share out the base runs' batches and the layers); executors that
- * keep their buffers compute what plain ones do; the
- * CSV survives awkward names through libcsv; a planted sensitive layer
- * ranks first and is the first one autoprec raises. */
+ * built the obvious way: all-but is the config with the layer set to float,
+ * or int16, encodings brought in line as a session does), whatever the
+ * thread count and cache budget (the workers share out the base runs'
+ * batches and the layers); executors that keep their buffers compute what
+ * plain ones do; a cancelled table holds finished rows only, the others
+ * pending; the CSV survives awkward names through libcsv; impossible
+ * targets are refused; a planted sensitive layer ranks first and is the
+ * first one autoprec raises; autoprec keeps only raises that help, never
+ * tries one that changes nothing, goes on to float raises when int16 ones
+ * run out, and leaves no raise the target does not need. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -236,34 +241,46 @@ static double sum_sq(const ql_tensor *a, const ql_tensor *b, double *sig)
     return n;
 }
 
-/* The plan of layer l written the simple way for a model whose layers are
- * all int8: a layer owns its weight, bias and output quantizer, and the
- * graph input's quantizer goes with the layers reading it. */
-static void ref_plan(const ql_qnet *q, const ql_qsim *full, ql_sens_mode mode, int l,
-                     const ql_encoding **act, const ql_tensor **cst)
+/* The single plan of layer l written the simple way for a model whose
+ * layers are all int8: a layer owns its weight, bias and output quantizer,
+ * and the graph input's quantizer goes with the layers reading it. */
+static void ref_plan(const ql_qnet *q, const ql_qsim *full, int l, const ql_encoding **act,
+                     const ql_tensor **cst)
 {
     const ql_graph *g = q->g;
     const ql_qlayer *L = &q->layers[l];
-    int in = g->inputs[0], readers = 0, l_reads = 0;
-    for (int i = 0; i < q->n_layers; i++) {
-        const ql_node *n = &g->nodes[q->layers[i].node];
-        int reads = 0;
-        for (int j = 0; j < n->n_in; j++)
-            reads |= n->in[j] >= 0 && q->value_src[n->in[j]] == in;
-        readers += reads;
-        if (i == l)
-            l_reads = reads;
-    }
+    int in = g->inputs[0], l_reads = 0;
+    const ql_node *n = &g->nodes[L->node];
+    for (int j = 0; j < n->n_in; j++)
+        l_reads |= n->in[j] >= 0 && q->value_src[n->in[j]] == in;
     for (int v = 0; v < g->n_values; v++) {
         bool own = q->value_site[v] && q->value_layer[v] == l;
-        bool mine = own || (v == in && l_reads && (mode == QL_SENS_SINGLE || readers == 1));
-        act[v] = (mode == QL_SENS_SINGLE) == mine ? full->act[v] : NULL;
-        cst[v] = mode == QL_SENS_SINGLE ? NULL : full->constants[v];
+        act[v] = own || (v == in && l_reads) ? full->act[v] : NULL;
+        cst[v] = NULL;
     }
     if (L->weight_value >= 0)
-        cst[L->weight_value] = mode == QL_SENS_SINGLE ? full->constants[L->weight_value] : NULL;
+        cst[L->weight_value] = full->constants[L->weight_value];
     if (L->bias_value >= 0)
-        cst[L->bias_value] = mode == QL_SENS_SINGLE ? full->constants[L->bias_value] : NULL;
+        cst[L->bias_value] = full->constants[L->bias_value];
+}
+
+/* The config c with layer l set to `to`, its encodings brought in line as
+ * `set layer L precision P` does in a session (NULL stats: c has every
+ * encoding the change calls for). */
+static ql_qconfig *with_prec(fixture *f, const ql_qconfig *c, int l, ql_prec to,
+                             const ql_calib_stats *stats)
+{
+    ql_error err = {{0}};
+    ql_qconfig *d = ql_qconfig_clone(c);
+    ql_qlayer_cfg *o = ql_qconfig_layer(d, f->q->layers[l].name);
+    assert_non_null(o);
+    o->s.mask |= QL_QS_PRECISION;
+    o->s.precision = to;
+    ql_calib_opts co = {.n_threads = 1};
+    if (stats &&
+        ql_calib_update(f->m, f->q, d, stats, f->ps, f->calib, &co, c, -1, &err) != QL_OK)
+        fail_msg("calib_update: %s", err.msg);
+    return d;
 }
 
 static void test_matches_reference(void **state)
@@ -277,13 +294,24 @@ static void test_matches_reference(void **state)
     size_t nv = (size_t)q->g->n_values;
     const ql_encoding **act = calloc(nv, sizeof *act), **sact = calloc(nv, sizeof *sact);
     const ql_tensor **cst = calloc(nv, sizeof *cst), **scst = calloc(nv, sizeof *scst);
+    int unchanged = 0;
     for (int mode = 0; mode < 2; mode++) {
         ql_sens_table *t = analyse(f, f->c, (ql_sens_mode)mode, 2, false, 0);
         for (int l = 0; l < q->n_layers; l++) {
             const ql_qlayer *L = &q->layers[l];
             ql_tensor *yf[NB], *wf[NB], *yq[NB], *wq[NB];
-            ref_plan(q, full, (ql_sens_mode)mode, l, act, cst);
-            ql_exec_quant plan = {(const struct ql_encoding *const *)act, cst};
+            /* all-but: what the config with this layer float computes */
+            ql_qconfig *cl = NULL;
+            ql_qsim *lsim = NULL;
+            ql_exec_quant plan;
+            if (mode == QL_SENS_SINGLE) {
+                ref_plan(q, full, l, act, cst);
+                plan = (ql_exec_quant){(const struct ql_encoding *const *)act, cst};
+            } else {
+                cl = with_prec(f, f->c, l, QL_PREC_FLOAT, NULL);
+                assert_int_equal(ql_qsim_build(q, cl, &lsim, &err), QL_OK);
+                plan = lsim->plan;
+            }
             ref_run(f, NULL, L->out_value, yf, wf);
             ref_run(f, &plan, L->out_value, yq, wq);
             ql_metrics m = {0};
@@ -293,16 +321,26 @@ static void test_matches_reference(void **state)
                 ql_tensor_free(yq[b]);
                 ql_tensor_free(wq[b]);
             }
+            ql_qsim_free(lsim);
+            ql_qconfig_free(cl);
             const ql_sens_row *r = &t->rows[l];
             assert_int_equal(r->layer, l);
             if (memcmp(&m, &r->m, sizeof m) != 0)
                 fail_msg("%s layer %s: cosine %.17g (reference %.17g)",
                          ql_sens_mode_name((ql_sens_mode)mode), L->name,
                          ql_metrics_cosine(&r->m), ql_metrics_cosine(&m));
+            /* a raise that changes no quantizer has the config's metrics */
+            if (mode == QL_SENS_ALL_BUT) {
+                assert_int_equal(r->raised_to, QL_PREC_FLOAT);
+                if (r->unchanged) {
+                    unchanged++;
+                    assert_memory_equal(&r->m, &t->base, sizeof r->m);
+                }
+            }
             /* local figures: the layer's output with its single plan, with
              * only its weights, with only its output quantizer */
             double sig = 0, noise = 0, wn = 0, an = 0;
-            ref_plan(q, full, QL_SENS_SINGLE, l, sact, scst);
+            ref_plan(q, full, l, sact, scst);
             for (int k = 0; k < 3; k++) {
                 memset(act, 0, nv * sizeof *act);
                 memset(cst, 0, nv * sizeof *cst);
@@ -345,11 +383,97 @@ static void test_matches_reference(void **state)
         }
         ql_sens_table_free(t);
     }
+    /* the residual Adds and the pooling read and feed int8 layers only:
+     * setting one float changes nothing */
+    print_message("all-but: %d of %d layers change nothing when set to float\n", unchanged,
+                  q->n_layers);
+    assert_true(unchanged > 0);
     free(act);
     free(cst);
     free(sact);
     free(scst);
     ql_qsim_free(full);
+}
+
+/* All-but on a config mixing int8 and int16, raising to int16 and to
+ * float: a raise changes the bits of tensors at the boundaries (and the
+ * biases that follow the input encodings), and the table still equals the
+ * config made the session's way, run in full; incremental equals brute
+ * force and any thread count, with statistics or without. */
+static void test_all_but_mixed(void **state)
+{
+    fixture *f = *state;
+    ql_error err = {{0}};
+    const ql_qnet *q = f->q;
+    enum { NB = N_SAMPLES / BATCH };
+    /* int16: the first layer (the graph input's reader) and every third */
+    ql_qconfig *mixed = ql_qconfig_clone(f->c);
+    for (int l = 0; l < q->n_layers; l += 3) {
+        ql_qlayer_cfg *o = ql_qconfig_layer(mixed, q->layers[l].name);
+        o->s.mask |= QL_QS_PRECISION;
+        o->s.precision = QL_PREC_INT16;
+    }
+    ql_calib_opts co = {.n_threads = 1};
+    assert_int_equal(ql_calib_update(f->m, q, mixed, f->stats, f->ps, f->calib, &co, f->c, -1, &err),
+                     QL_OK);
+    for (int k = 0; k < 3; k++) {
+        bool int16 = k != 1, stats = k != 2;
+        ql_sens_opts o = {.mode = QL_SENS_ALL_BUT, .n_threads = 2, .batch = BATCH,
+                          .raise_int16 = int16, .stats = stats ? f->stats : NULL,
+                          .plugins = f->ps};
+        ql_sens_table *t[3] = {NULL, NULL, NULL};
+        for (int i = 0; i < 3; i++) {
+            o.n_threads = i == 1 ? 1 : 2;
+            o.brute_force = i == 2;
+            if (ql_sensitivity(f->m, q, mixed, f->eval, f->labels, &o, &t[i], &err) != QL_OK)
+                fail_msg("sensitivity: %s", err.msg);
+        }
+        assert_same(t[0], t[1], "mixed all-but: 2 vs 1 threads");
+        assert_same(t[0], t[2], "mixed all-but: incremental vs brute force");
+        int n_new = 0;
+        for (int l = 0; stats && l < q->n_layers; l++) {
+            const ql_sens_row *r = &t[0]->rows[l];
+            ql_prec from = ql_qnet_layer_prec(q, mixed, l);
+            ql_prec to = int16 && from == QL_PREC_INT8 ? QL_PREC_INT16 : QL_PREC_FLOAT;
+            assert_int_equal(r->raised_to, to);
+            ql_qconfig *cl = with_prec(f, mixed, l, to, f->stats);
+            /* how many raises call for encodings the config lacks */
+            for (int i = 0; i < cl->n_tensors; i++) {
+                const ql_qtensor_cfg *a = &cl->tensors[i];
+                const ql_qtensor_cfg *b = ql_qconfig_find_tensor(mixed, a->name);
+                if (!b || !ql_encoding_equal(&a->enc, &b->enc)) {
+                    n_new++;
+                    break;
+                }
+            }
+            ql_qsim *lsim = NULL;
+            assert_int_equal(ql_qsim_build(q, cl, &lsim, &err), QL_OK);
+            ql_tensor *yf[NB], *wf[NB], *yq[NB], *wq[NB];
+            ref_run(f, NULL, -1, yf, wf);
+            ref_run(f, &lsim->plan, -1, yq, wq);
+            ql_metrics m = {0};
+            for (int b = 0; b < NB; b++) {
+                int64_t per = ql_tensor_numel(yf[b]) / BATCH;
+                ql_metrics_add(&m, yf[b]->data, yq[b]->data, BATCH, per, f->labels + b * BATCH);
+                ql_tensor_free(yf[b]);
+                ql_tensor_free(yq[b]);
+            }
+            if (memcmp(&m, &r->m, sizeof m) != 0)
+                fail_msg("mixed, layer %s to %s: cosine %.17g (reference %.17g)",
+                         q->layers[l].name, ql_prec_name(to), ql_metrics_cosine(&r->m),
+                         ql_metrics_cosine(&m));
+            ql_qsim_free(lsim);
+            ql_qconfig_free(cl);
+        }
+        if (stats) {
+            print_message("mixed, raising to %s: %d of %d raises call for new encodings\n",
+                          int16 ? "int16" : "float", n_new, q->n_layers);
+            assert_true(n_new > 0);
+        }
+        for (int i = 0; i < 3; i++)
+            ql_sens_table_free(t[i]);
+    }
+    ql_qconfig_free(mixed);
 }
 
 /* Executors that keep their buffers between runs (as the analysis's do)
@@ -403,9 +527,19 @@ static bool stop_after_three(void *user, int64_t done, int64_t total)
     return done < 3;
 }
 
-/* A cancel before the base runs leaves every row undone; a progress
- * callback that says stop leaves the finished rows done, and equal to a
- * full analysis's. */
+static const ql_sens_row *row_of(const ql_sens_table *t, int layer)
+{
+    for (int i = 0; i < t->n + t->n_pending; i++)
+        if (t->rows[i].layer == layer)
+            return &t->rows[i];
+    return NULL;
+}
+
+/* A cancel before the base runs leaves every row pending; a progress
+ * callback that says stop leaves the finished rows as results, equal to a
+ * full analysis's, and the others pending with no metrics, also when the
+ * samples go in chunks (where a row cut short holds sums over the first
+ * chunks only); sorting and the CSV keep them after the results. */
 static void test_cancel(void **state)
 {
     fixture *f = *state;
@@ -415,21 +549,54 @@ static void test_cancel(void **state)
     ql_sens_opts o = {.n_threads = 2, .batch = BATCH, .cancel = &cancel};
     assert_int_equal(ql_sensitivity(f->m, f->q, f->c, f->eval, f->labels, &o, &t, &err), QL_OK);
     assert_true(t->partial);
-    for (int i = 0; i < t->n; i++)
+    assert_int_equal(t->n, 0);
+    assert_int_equal(t->n_pending, full->n);
+    for (int i = 0; i < t->n_pending; i++)
         assert_false(t->rows[i].done);
     ql_sens_table_free(t);
     o.cancel = NULL;
     o.progress = stop_after_three;
-    assert_int_equal(ql_sensitivity(f->m, f->q, f->c, f->eval, f->labels, &o, &t, &err), QL_OK);
-    int done = 0;
-    for (int i = 0; i < t->n; i++)
-        if (t->rows[i].done) {
-            done++;
-            assert_memory_equal(&t->rows[i].m, &full->rows[i].m, sizeof t->rows[i].m);
+    for (int chunked = 0; chunked < 2; chunked++) {
+        /* a budget of one batch: a row is done after the last chunk */
+        o.cache_bytes = chunked ? 1 << 20 : 0;
+        ql_sens_table *whole = chunked ? analyse(f, f->c, QL_SENS_SINGLE, 2, false, 1 << 20) : full;
+        assert_int_equal(ql_sensitivity(f->m, f->q, f->c, f->eval, f->labels, &o, &t, &err), QL_OK);
+        assert_true(t->partial);
+        assert_int_equal(t->n + t->n_pending, full->n);
+        assert_in_range(t->n, chunked ? 0 : 3, full->n - 1);
+        print_message("stopped%s: %d rows done, %d pending\n", chunked ? " (chunks)" : "", t->n,
+                      t->n_pending);
+        ql_sens_table_sort(t, QL_SM_COSINE);
+        for (int i = 0; i < t->n + t->n_pending; i++) {
+            const ql_sens_row *r = &t->rows[i];
+            assert_int_equal(r->done, i < t->n);
+            if (r->done)
+                assert_memory_equal(&r->m, &row_of(whole, r->layer)->m, sizeof r->m);
+            else
+                assert_int_equal(r->m.n, 0);
         }
-    assert_true(t->partial);
-    assert_in_range(done, 3, t->n - 1);
-    ql_sens_table_free(t);
+        char path[] = "/tmp/qlens-test-partial-XXXXXX";
+        int fd = mkstemp(path);
+        assert_true(fd >= 0);
+        close(fd);
+        assert_int_equal(ql_sens_table_write_csv(t, path, &err), QL_OK);
+        FILE *fp = fopen(path, "r");
+        char line[512];
+        int n = -1;
+        while (fp && fgets(line, sizeof line, fp)) {
+            if (n >= t->n) /* pending: name,op,precision, no metrics, done 0 */
+                assert_non_null(strstr(line, ",,,,,,,,,0\n"));
+            else if (n >= 0)
+                assert_non_null(strstr(line, ",1\n"));
+            n++;
+        }
+        assert_int_equal(n, full->n);
+        fclose(fp);
+        unlink(path);
+        ql_sens_table_free(t);
+        if (chunked)
+            ql_sens_table_free(whole);
+    }
     ql_sens_table_free(full);
 }
 
@@ -483,7 +650,8 @@ static void test_csv_round_trip(void **state)
         rows[i].weight_share = i == 0 ? NAN : 0.1 * i;
         rows[i].done = i != 4;
     }
-    ql_sens_table t = {.mode = QL_SENS_SINGLE, .n = 5, .rows = rows, .samples = 4};
+    ql_sens_table t = {.mode = QL_SENS_SINGLE, .n = 4, .n_pending = 1, .rows = rows,
+                       .samples = 4, .partial = true};
     char path[] = "/tmp/qlens-test-sens-XXXXXX";
     int fd = mkstemp(path);
     assert_true(fd >= 0);
@@ -509,6 +677,12 @@ static void test_csv_round_trip(void **state)
         assert_string_equal(r->cell[i + 1][0], names[i]);
         assert_string_equal(r->cell[i + 1][1], rows[i].op);
         assert_string_equal(r->cell[i + 1][2], ql_prec_name(rows[i].precision));
+        if (i == 4) { /* pending: no metrics, whatever the row holds */
+            for (int k = 3; k < 11; k++)
+                assert_string_equal(r->cell[i + 1][k], "");
+            assert_string_equal(r->cell[i + 1][11], "0");
+            continue;
+        }
         assert_true(fabs(strtod(r->cell[i + 1][3], NULL) - (3.5 + i * 0.125) / 4) < 1e-9);
         if (i == 1)
             assert_string_equal(r->cell[i + 1][5], "inf"); /* sqnr with no noise */
@@ -596,6 +770,9 @@ static ql_tensor *float_logits(fixture *f)
     return outs[0];
 }
 
+static void check_autoprec(fixture *f, const ql_qconfig *orig, const ql_calib_stats *stats,
+                           const ql_target *tg, const ql_autoprec_result *res);
+
 static void test_planted(void **state)
 {
     fixture *plain = *state, *f = calloc(1, sizeof *f);
@@ -628,32 +805,273 @@ static void test_planted(void **state)
     assert_int_equal(ql_target_parse(spec, &tg, &err), QL_OK);
     assert_true(ql_target_met(&tg, &mp));
     assert_false(ql_target_met(&tg, &mf));
+    /* statistics of the evaluation samples, as `qlens autoprec` collects
+     * them by default: encodings it computes differ from the config's */
+    ql_calib_stats *est = NULL;
+    ql_calib_opts co = {.n_threads = 2, .batch = BATCH};
+    assert_int_equal(ql_calib_collect(f->m, f->q, f->eval, &co, &est, &err), QL_OK);
+    ql_qconfig *orig = ql_qconfig_clone(f->c);
     ql_autoprec_result res;
     ql_sens_opts so = {.n_threads = 2, .batch = BATCH};
-    /* float, not int16: the plant also shrinks the consumer's weights for
-     * channel c to ~1/100 of their row, which 8-bit per-channel weights
-     * round away, and int16 raises only the activation bits */
+    if (ql_autoprec(f->m, f->q, f->c, est, f->ps, f->eval, f->labels, &tg, true, &so, &res,
+                    &err) != QL_OK)
+        fail_msg("autoprec: %s", err.msg);
+    print_message("autoprec: %d raises tried, %d kept, %d passes, met %d, int16 exhausted %d\n",
+                  res.n_tried, res.n_steps, res.passes, res.met, res.int16_exhausted);
+    for (int i = 0; i < res.n_tried; i++)
+        print_message("  pass %d: %s %s -> %s: cosine %.8f, outcome %d\n", res.tried[i].pass,
+                      f->q->layers[res.tried[i].layer].name, ql_prec_name(res.tried[i].from),
+                      ql_prec_name(res.tried[i].to), ql_metrics_cosine(&res.tried[i].after),
+                      (int)res.tried[i].outcome);
+    /* the planted layer is the first raise, to int16 (its output quantizer
+     * at 16 bits), and the prediction is what the raise does (evaluation
+     * runs other batch shapes than the analysis: last bits of float sums
+     * differ, now and then moving an activation one quantization step) */
+    assert_true(res.n_tried >= 1);
+    assert_int_equal(res.tried[0].layer, planted_layer);
+    assert_int_equal(res.tried[0].to, QL_PREC_INT16);
+    print_message("first raise: predicted cosine %.17g, measured %.17g\n", res.tried[0].predicted,
+                  ql_metrics_cosine(&res.tried[0].after));
+    assert_true(fabs(res.tried[0].predicted - ql_metrics_cosine(&res.tried[0].after)) < 1e-6);
+    /* the plant also shrinks the consumer's weights for channel c to ~1/100
+     * of their row, which 8-bit per-channel weights round away, and int16
+     * raises only the activation bits: int16 alone cannot get there, float
+     * raises take over and the target holds */
+    assert_true(res.int16_exhausted);
+    assert_true(res.met);
+    assert_true(ql_target_met(&tg, &res.final));
+    bool any_float = false;
+    for (int i = 0; i < res.n_steps; i++)
+        any_float |= res.steps[i].to == QL_PREC_FLOAT;
+    assert_true(any_float);
+    /* the config is what the result says, measured the same way */
+    ql_metrics after = compare(f, f->c);
+    assert_memory_equal(&after, &res.final, sizeof after);
+    check_autoprec(f, orig, est, &tg, &res);
+    ql_autoprec_result_clear(&res);
+    ql_qconfig_free(orig);
+    ql_calib_stats_free(est);
+    unload(f);
+}
+
+/* orig with the layers whose precision in prec differs overridden, its
+ * encodings brought in line from orig's in one step (autoprec's configs). */
+static ql_qconfig *build_prec(fixture *f, const ql_qconfig *orig, const ql_prec *prec,
+                              const ql_calib_stats *stats)
+{
+    ql_error err = {{0}};
+    ql_qconfig *d = ql_qconfig_clone(orig);
+    for (int l = 0; l < f->q->n_layers; l++)
+        if (prec[l] != ql_qnet_layer_prec(f->q, orig, l)) {
+            ql_qlayer_cfg *o = ql_qconfig_layer(d, f->q->layers[l].name);
+            o->s.mask |= QL_QS_PRECISION;
+            o->s.precision = prec[l];
+        }
+    ql_calib_opts co = {.n_threads = 1};
+    if (ql_calib_update(f->m, f->q, d, stats, f->ps, f->eval, &co, orig, -1, &err) != QL_OK)
+        fail_msg("calib_update: %s", err.msg);
+    return d;
+}
+
+/* Properties of a finished autoprec on fixture f (whose config was orig,
+ * statistics stats): a raise is kept only when it improved the metric
+ * (unless forced) and undone otherwise; a raise tried on the config a pass
+ * analysed does what the pass predicted; the first pass tries only raises
+ * that change something and are predicted to help; the config holds
+ * exactly the kept raises, each with a reason, and no layer left raised can
+ * be lowered alone with the target still holding. */
+static void check_autoprec(fixture *f, const ql_qconfig *orig, const ql_calib_stats *stats,
+                           const ql_target *tg, const ql_autoprec_result *res)
+{
+    ql_error err = {{0}};
+    int nl = f->q->n_layers;
+    double sign = tg->at_least ? 1 : -1, cur = sign * ql_target_value(tg, &res->before);
+    /* the steps are the cumulative curve: the last is the config returned */
+    if (res->n_steps > 0)
+        assert_memory_equal(&res->steps[res->n_steps - 1].after, &res->final, sizeof res->final);
+    int checked = 0;
+    for (int i = 0; i < res->n_tried; i++) {
+        const ql_autoprec_step *s = &res->tried[i];
+        double v = sign * ql_target_value(tg, &s->after);
+        if (s->outcome == QL_AP_REVERTED)
+            assert_false(v > cur);
+        else if (!s->forced)
+            assert_true(v > cur);
+        if (s->outcome != QL_AP_REVERTED)
+            cur = v;
+        /* the config the pass analysed: only undone raises since its start
+         * (evaluation runs other batch shapes than the analysis: last bits
+         * of float sums differ, now and then moving an activation one step) */
+        bool same = true;
+        for (int j = i - 1; j >= 0 && res->tried[j].pass == s->pass && same; j--)
+            same = res->tried[j].outcome == QL_AP_REVERTED;
+        if (same) {
+            double m = ql_target_value(tg, &s->after);
+            if (!(fabs(s->predicted - m) <= 1e-6 * fmax(1, fabs(m))))
+                fail_msg("'%s' to %s: predicted %.17g, measured %.17g",
+                         f->q->layers[s->layer].name, ql_prec_name(s->to), s->predicted, m);
+            checked++;
+        }
+    }
+    print_message("  %d raises did what their pass predicted\n", checked);
+    ql_sens_opts so = {.mode = QL_SENS_ALL_BUT, .n_threads = 2, .batch = BATCH,
+                       .raise_int16 = res->n_tried > 0 && res->tried[0].to == QL_PREC_INT16,
+                       .stats = stats, .plugins = f->ps};
+    ql_sens_table *t = NULL;
+    assert_int_equal(ql_sensitivity(f->m, f->q, orig, f->eval, f->labels, &so, &t, &err), QL_OK);
+    double base = sign * ql_target_value(tg, &t->base);
+    for (int i = 0; i < res->n_tried && res->tried[i].pass == 1; i++) {
+        const ql_sens_row *r = row_of(t, res->tried[i].layer);
+        assert_false(r->unchanged);
+        assert_true(sign * ql_target_value(tg, &r->m) > base);
+    }
+    ql_sens_table_free(t);
+    ql_prec *prec = malloc((size_t)nl * sizeof *prec);
+    for (int i = 0; i < nl; i++)
+        prec[i] = ql_qnet_layer_prec(f->q, f->c, i);
+    for (int i = 0; i < nl; i++) {
+        const char *name = f->q->layers[i].name;
+        const ql_autoprec_step *last = NULL;
+        for (int j = 0; j < res->n_steps; j++)
+            if (res->steps[j].layer == i)
+                last = &res->steps[j];
+        const ql_qlayer_cfg *o = NULL;
+        for (int j = 0; j < f->c->n_layers; j++)
+            if (!strcmp(f->c->layers[j].name, name))
+                o = &f->c->layers[j];
+        if (!last) {
+            assert_int_equal(prec[i], ql_qnet_layer_prec(f->q, orig, i));
+            continue;
+        }
+        assert_int_equal(prec[i], last->to);
+        assert_true(o && o->reason && !strncmp(o->reason, "autoprec: step ", 15));
+        prec[i] = last->from;
+        ql_qconfig *lower = build_prec(f, orig, prec, stats);
+        prec[i] = last->to;
+        ql_metrics m = compare(f, lower);
+        if (ql_target_met(tg, &m))
+            fail_msg("'%s' back to %s: the target still holds", name, ql_prec_name(last->from));
+        ql_qconfig_free(lower);
+    }
+    /* and the config is the one those precisions make */
+    ql_qconfig *same = build_prec(f, orig, prec, stats);
+    ql_metrics m = compare(f, same);
+    assert_memory_equal(&m, &res->final, sizeof m);
+    ql_qconfig_free(same);
+    free(prec);
+}
+
+/* All-but with enc_from: a raise is predicted on the config autoprec
+ * would make, the original's encodings brought in line in one step. A
+ * layer at int16 set to float gives its output back the bits it had in the
+ * original, and so the original's encoding, not one computed anew from the
+ * statistics (here of other samples than the config's). */
+static void test_all_but_enc_from(void **state)
+{
+    fixture *f = *state;
+    ql_error err = {{0}};
+    const ql_qnet *q = f->q;
+    enum { NB = N_SAMPLES / BATCH };
+    int nl = q->n_layers;
+    ql_calib_stats *est = NULL;
+    ql_calib_opts co = {.n_threads = 2, .batch = BATCH};
+    assert_int_equal(ql_calib_collect(f->m, q, f->eval, &co, &est, &err), QL_OK);
+    ql_prec *prec = malloc((size_t)nl * sizeof *prec);
+    for (int l = 0; l < nl; l++)
+        prec[l] = l % 4 == 1 ? QL_PREC_INT16 : ql_qnet_layer_prec(q, f->c, l);
+    ql_qconfig *c = build_prec(f, f->c, prec, est);
+    ql_sens_opts o = {.mode = QL_SENS_ALL_BUT, .n_threads = 2, .batch = BATCH, .stats = est,
+                      .plugins = f->ps, .enc_from = f->c};
+    ql_sens_table *t = NULL, *bf = NULL;
+    assert_int_equal(ql_sensitivity(f->m, q, c, f->eval, f->labels, &o, &t, &err), QL_OK);
+    o.brute_force = true;
+    assert_int_equal(ql_sensitivity(f->m, q, c, f->eval, f->labels, &o, &bf, &err), QL_OK);
+    assert_same(t, bf, "enc_from: incremental vs brute force");
+    for (int l = 0; l < nl; l++) {
+        ql_prec was = prec[l];
+        prec[l] = QL_PREC_FLOAT;
+        ql_qconfig *cl = build_prec(f, f->c, prec, est);
+        prec[l] = was;
+        ql_qsim *lsim = NULL;
+        assert_int_equal(ql_qsim_build(q, cl, &lsim, &err), QL_OK);
+        ql_tensor *yf[NB], *wf[NB], *yq[NB], *wq[NB];
+        ref_run(f, NULL, -1, yf, wf);
+        ref_run(f, &lsim->plan, -1, yq, wq);
+        ql_metrics m = {0};
+        for (int b = 0; b < NB; b++) {
+            int64_t per = ql_tensor_numel(yf[b]) / BATCH;
+            ql_metrics_add(&m, yf[b]->data, yq[b]->data, BATCH, per, f->labels + b * BATCH);
+            ql_tensor_free(yf[b]);
+            ql_tensor_free(yq[b]);
+        }
+        if (memcmp(&m, &t->rows[l].m, sizeof m) != 0)
+            fail_msg("enc_from, layer %s (%s) to float: cosine %.17g (reference %.17g)",
+                     q->layers[l].name, ql_prec_name(was), ql_metrics_cosine(&t->rows[l].m),
+                     ql_metrics_cosine(&m));
+        ql_qsim_free(lsim);
+        ql_qconfig_free(cl);
+    }
+    ql_sens_table_free(t);
+    ql_sens_table_free(bf);
+    ql_qconfig_free(c);
+    free(prec);
+    ql_calib_stats_free(est);
+}
+
+/* With a march, layers that cost nothing (the residual Adds, the pooling)
+ * are not tried first for that alone: those whose raise changes nothing
+ * are never tried, and gains are weighed by cost, not divided by it. */
+static void test_autoprec_march(void **state)
+{
+    fixture *f = *state;
+    ql_error err = {{0}};
+    ql_metrics m0 = compare(f, f->c);
+    ql_target tg;
+    char spec[64];
+    snprintf(spec, sizeof spec, "cosine>=%.8f", 1 - (1 - ql_metrics_cosine(&m0)) / 4);
+    assert_int_equal(ql_target_parse(spec, &tg, &err), QL_OK);
+    ql_qconfig *orig = ql_qconfig_clone(f->c);
+    ql_autoprec_result res;
+    ql_sens_opts so = {.n_threads = 2, .batch = BATCH, .march = ql_autoprec_march("nash-e")};
     if (ql_autoprec(f->m, f->q, f->c, f->stats, f->ps, f->eval, f->labels, &tg, false, &so, &res,
                     &err) != QL_OK)
         fail_msg("autoprec: %s", err.msg);
-    print_message("autoprec: %d steps, met %d\n", res.n_steps, res.met);
-    assert_true(res.n_steps >= 1);
-    assert_int_equal(res.steps[0].layer, planted_layer);
-    assert_int_equal(res.steps[0].to, QL_PREC_FLOAT);
+    print_message("%s with a march: %d raises tried, %d kept, met %d\n", spec, res.n_tried,
+                  res.n_steps, res.met);
     assert_true(res.met);
-    assert_true(ql_target_met(&tg, &res.steps[res.n_steps - 1].after));
-    /* the config carries the override with its reason, and encodings that fit */
-    ql_qsettings s = ql_qconfig_layer_settings(f->c, name);
-    assert_int_equal(s.precision, QL_PREC_FLOAT);
-    bool reason = false;
-    for (int i = 0; i < f->c->n_layers; i++)
-        if (!strcmp(f->c->layers[i].name, name))
-            reason = f->c->layers[i].reason && !strncmp(f->c->layers[i].reason, "autoprec: ", 10);
-    assert_true(reason);
-    ql_metrics after = compare(f, f->c);
-    assert_memory_equal(&after, &res.steps[res.n_steps - 1].after, sizeof after);
+    check_autoprec(f, orig, f->stats, &tg, &res);
+    /* the first pass's order: gain * mean / (mean + MACs) over the raises
+     * that change something and gain, mean MACs over them, best first */
+    ql_sens_opts ao = {.mode = QL_SENS_ALL_BUT, .n_threads = 2, .batch = BATCH,
+                       .stats = f->stats, .plugins = f->ps};
+    ql_sens_table *t = NULL;
+    assert_int_equal(ql_sensitivity(f->m, f->q, orig, f->eval, f->labels, &ao, &t, &err), QL_OK);
+    int n = 0, idx[64];
+    double score[64], sum = 0, base = ql_metrics_cosine(&t->base);
+    for (int i = 0; i < t->n; i++)
+        if (!t->rows[i].unchanged && ql_metrics_cosine(&t->rows[i].m) > base) {
+            idx[n++] = i;
+            sum += (double)f->q->layers[t->rows[i].layer].macs;
+        }
+    for (int k = 0; k < n; k++) {
+        double macs = (double)f->q->layers[t->rows[idx[k]].layer].macs;
+        score[k] = (ql_metrics_cosine(&t->rows[idx[k]].m) - base) * (sum / n) / (sum / n + macs);
+    }
+    int pos = 0;
+    for (int i = 0; i < res.n_tried && res.tried[i].pass == 1; i++, pos++) {
+        int best = -1;
+        for (int k = 0; k < n; k++)
+            if (score[k] > -INFINITY && (best < 0 || score[k] > score[best]))
+                best = k;
+        assert_true(best >= 0);
+        assert_int_equal(res.tried[i].layer, t->rows[idx[best]].layer);
+        score[best] = -INFINITY;
+    }
+    print_message("first pass: %d raises in the order of weighed gains\n", pos);
+    assert_true(pos > 0);
+    ql_sens_table_free(t);
     ql_autoprec_result_clear(&res);
-    unload(f);
+    ql_qconfig_free(orig);
 }
 
 static void test_targets(void **state)
@@ -677,6 +1095,25 @@ static void test_targets(void **state)
     assert_int_not_equal(ql_target_parse("accuracy>=0.9", &t, &err), QL_OK);
     assert_int_not_equal(ql_target_parse("cosine>=x", &t, &err), QL_OK);
     assert_int_not_equal(ql_target_parse("cosine>=", &t, &err), QL_OK);
+    /* targets in the wrong direction or that no model reaches */
+    static const char *const refused[] = {"mse>=0.1",      "max_abs>=0",   "top1_drop>=1",
+                                          "cosine<=0.9",   "sqnr_db<=30",  "top1_agree<=0.9",
+                                          "cosine>=2",     "top1>=93",     "top1_agree>=1.01",
+                                          "mse<=-1",       "max_abs<=-0.1", "top1_drop<=-101"};
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++)
+        if (ql_target_parse(refused[i], &t, &err) == QL_OK)
+            fail_msg("target '%s' accepted", refused[i]);
+    assert_int_equal(ql_target_parse("cosine>=2", &t, &err), QL_ERR_ARG);
+    assert_non_null(strstr(err.msg, "no model reaches it"));
+    assert_int_equal(ql_target_parse("mse>=0.1", &t, &err), QL_ERR_ARG);
+    assert_non_null(strstr(err.msg, "write mse<=0.1"));
+    static const char *const fine[] = {"cosine>=1", "top1>=0.9",      "sqnr_db>=300",
+                                       "mse<=0",    "top1_drop<=-100", "max_abs<=0.5"};
+    for (size_t i = 0; i < sizeof fine / sizeof fine[0]; i++)
+        if (ql_target_parse(fine[i], &t, &err) != QL_OK)
+            fail_msg("target '%s': %s", fine[i], err.msg);
+    assert_non_null(ql_autoprec_march("nash-e"));
+    assert_null(ql_autoprec_march("nash-z"));
     ql_sens_mode md;
     assert_true(ql_sens_mode_parse("all-but", &md) && md == QL_SENS_ALL_BUT);
     assert_false(ql_sens_mode_parse("allbut", &md));
@@ -689,9 +1126,12 @@ int main(void)
         cmocka_unit_test(test_csv_round_trip),
         cmocka_unit_test_setup_teardown(test_incremental_is_brute_force, setup, teardown),
         cmocka_unit_test_setup_teardown(test_matches_reference, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_all_but_mixed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_all_but_enc_from, setup, teardown),
         cmocka_unit_test_setup_teardown(test_exec_reuse_buffers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
         cmocka_unit_test_setup_teardown(test_planted, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_autoprec_march, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
