@@ -379,8 +379,9 @@ static ql_status finish(ap_ctx *a, ql_error *err)
         if (!last)
             continue;
         char reason[240];
-        snprintf(reason, sizeof reason, "autoprec: step %d of %d for %s%s%.6g: %s -> %s, %s %.6g -> %.6g",
-                 i + 1, r->n_steps, a->t->metric, a->t->at_least ? ">=" : "<=", a->t->value,
+        snprintf(reason, sizeof reason,
+                 "autoprec: step %d of %d for %s%s%.6g: %s -> %s, %s %.6g -> %.6g", i + 1,
+                 r->n_steps, a->t->metric, a->t->at_least ? ">=" : "<=", a->t->value,
                  ql_prec_name(s->from), ql_prec_name(s->to), a->t->metric,
                  ql_target_value(a->t, i > 0 ? &r->steps[i - 1].after : &r->before),
                  ql_target_value(a->t, &s->after));
@@ -438,6 +439,7 @@ ql_status ql_autoprec(ql_model *m, const ql_qnet *q, ql_qconfig *c, const ql_cal
             /* int16 raises activation bits only: what is left is in the weights */
             res->int16_exhausted = true;
             res->int16_best = ql_target_value(target, &a.cur);
+            res->float_pass = res->passes + 1;
             int16 = false;
         } else {
             /* no single raise helps: errors that partly cancel (a layer's

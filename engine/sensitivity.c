@@ -549,7 +549,8 @@ static ql_status add_base_metrics(sens_ctx *s, ql_error *err)
         int64_t per = yf && yf->ndim > 0 && yf->dims[0] > 0 ? ql_tensor_numel(yf) / yf->dims[0] : 0;
         if (!yf || !yq || yf->dtype != QL_F32 || per <= 0 ||
             ql_tensor_numel(yq) != ql_tensor_numel(yf))
-            return ql_fail(err, QL_ERR_SHAPE, "output '%s' is not a float batch of per-sample scores",
+            return ql_fail(err, QL_ERR_SHAPE,
+                           "output '%s' is not a float batch of per-sample scores",
                            g->values[g->outputs[0]].name);
         ql_metrics_add(&s->base_m, yf->data, yq->data, B->count, per,
                        s->labels ? s->labels + B->first : NULL);

@@ -188,6 +188,7 @@ typedef struct ql_autoprec_result {
      * int16_best is the target's metric at that point */
     bool int16_exhausted;
     double int16_best;
+    int float_pass;          /* ... and the first pass of float raises */
     /* no single float raise improved the metric before the target held,
      * and the remaining raises were made in order of predicted effect,
      * kept whatever each did alone; forced_from is the metric before */

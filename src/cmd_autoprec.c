@@ -50,31 +50,27 @@ static void print_result(const ql_qnet *q, const ql_target *t, const ql_autoprec
 {
     const char *k = t->metric;
     printf("before: %s %.6g\n", k, ql_target_value(t, &r->before));
-    int pass = 0;
-    for (int i = 0; i < r->n_tried; i++) {
-        const ql_autoprec_step *p = &r->tried[i];
-        for (; pass < p->pass - 1; pass++)
-            printf("pass %d: no raise predicted to improve %s\n", pass + 1, k);
-        if (pass < p->pass) {
-            pass = p->pass;
-            if (p->forced)
-                printf("pass %d: no raise alone improves %s %.6g: every raise left, in order of "
-                       "predicted effect, kept whatever it does\n",
-                       pass, k, r->forced_from);
-            else if (r->int16_exhausted && p->to == QL_PREC_FLOAT && i > 0 &&
-                     r->tried[i - 1].to == QL_PREC_INT16)
-                printf("pass %d: int16 raises stopped helping at %s %.6g (they raise activation "
-                       "bits only: the rest is in the weights); float raises\n",
-                       pass, k, r->int16_best);
-            else
-                printf("pass %d:\n", pass);
+    for (int pass = 1, i = 0; pass <= r->passes; pass++) {
+        const ql_autoprec_step *p = i < r->n_tried ? &r->tried[i] : NULL;
+        if (r->int16_exhausted && pass == r->float_pass)
+            printf("int16 raises stopped helping at %s %.6g (they raise activation bits only: "
+                   "the rest is in the weights); float raises follow\n",
+                   k, r->int16_best);
+        if (p && p->pass == pass && p->forced)
+            printf("pass %d: no raise alone improves %s %.6g: every raise left, in order of "
+                   "predicted effect, kept whatever it does\n",
+                   pass, k, r->forced_from);
+        else if (p && p->pass == pass)
+            printf("pass %d:\n", pass);
+        else
+            printf("pass %d: no raise predicted to improve %s\n", pass, k);
+        for (; i < r->n_tried && r->tried[i].pass == pass; i++) {
+            p = &r->tried[i];
+            printf("  %-32s %s -> %-5s %s %.6g (predicted %.6g): %s\n",
+                   q->layers[p->layer].name, ql_prec_name(p->from), ql_prec_name(p->to), k,
+                   ql_target_value(t, &p->after), p->predicted, outcomes[p->outcome]);
         }
-        printf("  %-32s %s -> %-5s %s %.6g (predicted %.6g): %s\n", q->layers[p->layer].name,
-               ql_prec_name(p->from), ql_prec_name(p->to), k, ql_target_value(t, &p->after),
-               p->predicted, outcomes[p->outcome]);
     }
-    for (; pass < r->passes; pass++)
-        printf("pass %d: no raise predicted to improve %s\n", pass + 1, k);
     for (int seq = 1;; seq++) {
         const ql_autoprec_step *p = NULL;
         for (int i = 0; i < r->n_tried && !p; i++)

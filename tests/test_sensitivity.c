@@ -414,8 +414,8 @@ static void test_all_but_mixed(void **state)
         o->s.precision = QL_PREC_INT16;
     }
     ql_calib_opts co = {.n_threads = 1};
-    assert_int_equal(ql_calib_update(f->m, q, mixed, f->stats, f->ps, f->calib, &co, f->c, -1, &err),
-                     QL_OK);
+    assert_int_equal(
+        ql_calib_update(f->m, q, mixed, f->stats, f->ps, f->calib, &co, f->c, -1, &err), QL_OK);
     for (int k = 0; k < 3; k++) {
         bool int16 = k != 1, stats = k != 2;
         ql_sens_opts o = {.mode = QL_SENS_ALL_BUT, .n_threads = 2, .batch = BATCH,
