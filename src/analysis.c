@@ -35,7 +35,8 @@ static ql_status eval_float(session *s, ql_error *err)
         st = ql_fail(err, QL_ERR_CANCELLED, "cancelled");
     for (int64_t i = 0; st == QL_OK && i < d->n_labels; i++)
         if (d->labels[i] >= res.n_classes)
-            st = ql_fail(err, QL_ERR_DATA, "label %lld is %lld but the model has %lld classes",
+            st = ql_fail(err, QL_ERR_DATA,
+                         "label of sample %lld is %lld but the model has %lld classes",
                          (long long)i, (long long)d->labels[i], (long long)res.n_classes);
     if (st == QL_OK) {
         ses_eval e = {.valid = true, .float_only = true, .labels = d->labels != NULL,

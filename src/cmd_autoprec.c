@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "report.h"
 
 static void autoprec_usage(FILE *f)
 {
@@ -40,55 +41,6 @@ static void autoprec_usage(FILE *f)
             "The same as the qlens-script(5) lines: load MODEL; load config C;\n"
             "data eval D [labels L] [limit N]; load stats S (or data calib D\n"
             "[limit N]; collect stats); autoprec TARGET ...; save config FILE.\n");
-}
-
-static const char *const outcomes[] = {"kept", "undone (no gain)", "kept, lowered at the end"};
-
-/* Every raise tried, pass by pass, the raises lowered again at the end,
- * then the layers the config keeps. */
-static void print_result(const ql_qnet *q, const ql_target *t, const ql_autoprec_result *r)
-{
-    const char *k = t->metric;
-    printf("before: %s %.6g\n", k, ql_target_value(t, &r->before));
-    for (int pass = 1, i = 0; pass <= r->passes; pass++) {
-        const ql_autoprec_step *p = i < r->n_tried ? &r->tried[i] : NULL;
-        if (r->int16_exhausted && pass == r->float_pass)
-            printf("int16 raises stopped helping at %s %.6g (they raise activation bits only: "
-                   "the rest is in the weights); float raises follow\n",
-                   k, r->int16_best);
-        if (p && p->pass == pass && p->forced)
-            printf("pass %d: no raise alone improves %s %.6g: every raise left, in order of "
-                   "predicted effect, kept whatever it does\n",
-                   pass, k, r->forced_from);
-        else if (p && p->pass == pass)
-            printf("pass %d:\n", pass);
-        else
-            printf("pass %d: no raise predicted to improve %s\n", pass, k);
-        for (; i < r->n_tried && r->tried[i].pass == pass; i++) {
-            p = &r->tried[i];
-            printf("  %-32s %s -> %-5s %s %.6g (predicted %.6g): %s\n",
-                   q->layers[p->layer].name, ql_prec_name(p->from), ql_prec_name(p->to), k,
-                   ql_target_value(t, &p->after), p->predicted, outcomes[p->outcome]);
-        }
-    }
-    for (int seq = 1;; seq++) {
-        const ql_autoprec_step *p = NULL;
-        for (int i = 0; i < r->n_tried && !p; i++)
-            if (r->tried[i].outcome == QL_AP_DROPPED && r->tried[i].lowered_seq == seq)
-                p = &r->tried[i];
-        if (!p)
-            break;
-        if (seq == 1)
-            printf("lowered again, the target holding without them:\n");
-        printf("  %-32s %s -> %-5s %s %.6g\n", q->layers[p->layer].name, ql_prec_name(p->to),
-               ql_prec_name(p->from), k, ql_target_value(t, &p->lowered));
-    }
-    for (int i = 0; i < r->n_steps; i++) {
-        const ql_autoprec_step *p = &r->steps[i];
-        printf("step %d: %-32s %s -> %s\n", i + 1, q->layers[p->layer].name,
-               ql_prec_name(p->from), ql_prec_name(p->to));
-    }
-    printf("after: %s %.6g\n", k, ql_target_value(t, &r->final));
 }
 
 int cmd_autoprec(int argc, char **argv)
@@ -199,7 +151,7 @@ int cmd_autoprec(int argc, char **argv)
     cli_phases_finish(&cs.phases);
 
     const ses_autoprec *a = cs.s->cur.autoprec;
-    print_result(cs.s->cur.model->q, &a->target, &a->r);
+    report_autoprec_detail(stdout, cs.s->cur.model->q, &a->target, &a->r, true);
     fflush(stdout);
     if (!a->r.met && a->r.int16_exhausted)
         fprintf(stderr,

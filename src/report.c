@@ -128,6 +128,57 @@ void report_sensitivity(FILE *f, const ses_sens *x)
     }
 }
 
+static const char *const outcomes[] = {"kept", "undone (no gain)", "kept, lowered at the end"};
+
+void report_autoprec_detail(FILE *f, const ql_qnet *q, const ql_target *t,
+                            const ql_autoprec_result *r, bool ends)
+{
+    const char *k = t->metric;
+    if (ends)
+        fprintf(f, "before: %s %.6g\n", k, ql_target_value(t, &r->before));
+    for (int pass = 1, i = 0; pass <= r->passes; pass++) {
+        const ql_autoprec_step *p = i < r->n_tried ? &r->tried[i] : NULL;
+        if (r->int16_exhausted && pass == r->float_pass)
+            fprintf(f, "int16 raises stopped helping at %s %.6g (they raise activation bits only: "
+                   "the rest is in the weights); float raises follow\n",
+                   k, r->int16_best);
+        if (p && p->pass == pass && p->forced)
+            fprintf(f, "pass %d: no raise alone improves %s %.6g: every raise left, in order of "
+                   "predicted effect, kept whatever it does\n",
+                   pass, k, r->forced_from);
+        else if (p && p->pass == pass)
+            fprintf(f, "pass %d:\n", pass);
+        else
+            fprintf(f, "pass %d: no raise predicted to improve %s\n", pass, k);
+        for (; i < r->n_tried && r->tried[i].pass == pass; i++) {
+            p = &r->tried[i];
+            fprintf(f, "  %-32s %s -> %-5s %s %.6g (predicted %.6g): %s\n",
+                   q->layers[p->layer].name, ql_prec_name(p->from), ql_prec_name(p->to), k,
+                   ql_target_value(t, &p->after), p->predicted, outcomes[p->outcome]);
+        }
+    }
+    for (int seq = 1;; seq++) {
+        const ql_autoprec_step *p = NULL;
+        for (int i = 0; i < r->n_tried && !p; i++)
+            if (r->tried[i].outcome == QL_AP_DROPPED && r->tried[i].lowered_seq == seq)
+                p = &r->tried[i];
+        if (!p)
+            break;
+        if (seq == 1)
+            fprintf(f, "lowered again, the target holding without them:\n");
+        fprintf(f, "  %-32s %s -> %-5s %s %.6g\n", q->layers[p->layer].name, ql_prec_name(p->to),
+               ql_prec_name(p->from), k, ql_target_value(t, &p->lowered));
+    }
+    for (int i = 0; i < r->n_steps; i++) {
+        const ql_autoprec_step *p = &r->steps[i];
+        fprintf(f, "step %d: %-32s %s -> %s\n", i + 1, q->layers[p->layer].name,
+               ql_prec_name(p->from), ql_prec_name(p->to));
+    }
+    if (ends)
+        fprintf(f, "after: %s %.6g\n", k, ql_target_value(t, &r->final));
+}
+
+
 void report_autoprec(FILE *f, const ql_qnet *q, const ql_target *target,
                      const ql_autoprec_result *r, bool labels)
 {
@@ -135,14 +186,10 @@ void report_autoprec(FILE *f, const ql_qnet *q, const ql_target *target,
     const char *op = target->at_least ? ">=" : "<=";
     fprintf(f, "autoprec: target %s%s%.10g; before: %s %.6g\n", target->metric, op,
             target->value, target->metric, target_value(target->metric, &r->before));
-    for (int i = 0; i < r->n_steps; i++) {
-        const ql_autoprec_step *s = &r->steps[i];
-        fprintf(f, "%3d  %s %s -> %s: %s %.6g\n", i + 1, q->layers[s->layer].name,
-                ql_prec_name(s->from), ql_prec_name(s->to), target->metric,
-                target_value(target->metric, &s->after));
-    }
-    fprintf(f, "autoprec: target %s after %d layer%s\n", r->met ? "met" : "NOT met", r->n_steps,
-            r->n_steps == 1 ? "" : "s");
+    report_autoprec_detail(f, q, target, r, false);
+    fprintf(f, "autoprec: target %s after %d layer%s; after: %s %.6g\n", r->met ? "met" : "NOT met",
+            r->n_steps, r->n_steps == 1 ? "" : "s", target->metric,
+            target_value(target->metric, &r->final));
 }
 
 static void csv_str(FILE *f, const char *s, bool comma)

@@ -14,6 +14,12 @@ void report_eval(FILE *f, const ses_eval *e, bool stale);
 void report_sensitivity(FILE *f, const ses_sens *t);
 void report_autoprec(FILE *f, const ql_qnet *q, const ql_target *target,
                      const ql_autoprec_result *r, bool labels);
+/* What autoprec did: every raise tried, pass by pass, with its measured and
+ * predicted metric and outcome; the raises lowered again at the end; the
+ * kept steps. ends: also the before and after lines (the command line's
+ * layout; the session's report has its own). */
+void report_autoprec_detail(FILE *f, const ql_qnet *q, const ql_target *target,
+                            const ql_autoprec_result *r, bool ends);
 /* CSV with columns layer,op,precision,act_algo,weight_algo,weight_bits,
  * per_channel,overrides,macs,act_bits,act_scale,act_lo,act_hi, written
  * atomically. */

@@ -451,8 +451,9 @@ static void test_commands(void **state)
     o = run(t, "autoprec cosine>=0.99999 prefer float");
     assert_true(strncmp(o, "autoprec: target cosine>=0.99999; before: cosine 0.99", 52) == 0);
     int steps = 0;
-    for (const char *p = o; (p = strstr(p, " -> float: cosine ")); p++)
+    for (const char *p = o; (p = strstr(p, "\nstep ")); p++)
         steps++;
+    assert_non_null(strstr(o, "autoprec: target met after "));
     int reasons = 0;
     for (int i = 0; i < t->s->cur.cfg->n_layers; i++)
         reasons += t->s->cur.cfg->layers[i].reason != NULL;
