@@ -1315,6 +1315,29 @@ static void test_fold_flatten_pattern(void **state)
     ql_tensor_free(x);
 }
 
+/* The model b (x [N, 2, 3, 3] -> Sigmoid r -> a shape sub-graph -> Reshape
+ * of r) gives the same results once simplified, which leaves Sigmoid and a
+ * Reshape to the constant [0, 2, -1] and an output of extents [N, 2, 9]. */
+static void check_reshape_0_2_m1(mb *b, uint64_t seed)
+{
+    tu_rng r = {seed};
+    int64_t in[4] = {3, 2, 3, 3};
+    ql_tensor *x = tu_rand(&r, 4, in, -2, 2);
+    ql_model *m = check_passes_keep_results(b, x, 0, 0);
+    assert_ops(m, "Sigmoid Reshape");
+    const ql_tensor *shp = m->graph->values[m->graph->nodes[1].in[1]].constant;
+    assert_non_null(shp);
+    int64_t want[3] = {0, 2, -1};
+    assert_int_equal(ql_tensor_numel(shp), 3);
+    assert_memory_equal(shp->data, want, sizeof want);
+    const ql_value *y = &m->graph->values[m->graph->outputs[0]];
+    int64_t yd[3] = {-1, 2, 9};
+    assert_true(ql_shape_equal(y->ndim, y->dims, 3, yd));
+    ql_tensor_free(x);
+    ql_model_free(m);
+    mb_free(b);
+}
+
 /* Static parts of a shape fold even when the batch is dynamic:
  * Reshape(r, [N, C, -1]) with C read from Shape becomes [0, 2, -1]. */
 static void test_fold_partial_shape(void **state)
@@ -1337,22 +1360,7 @@ static void test_fold_partial_shape(void **state)
     mb_attr_i(b, c, "axis", 0);
     mb_node(b, "Reshape", "reshape", "r,shp", "y");
     mb_output(b, "y");
-    tu_rng r = {800};
-    int64_t in[4] = {3, 2, 3, 3};
-    ql_tensor *x = tu_rand(&r, 4, in, -2, 2);
-    ql_model *m = check_passes_keep_results(b, x, 0, 0);
-    assert_ops(m, "Sigmoid Reshape");
-    const ql_tensor *shp = m->graph->values[m->graph->nodes[1].in[1]].constant;
-    assert_non_null(shp);
-    int64_t want[3] = {0, 2, -1};
-    assert_int_equal(ql_tensor_numel(shp), 3);
-    assert_memory_equal(shp->data, want, sizeof want);
-    const ql_value *y = &m->graph->values[m->graph->outputs[0]];
-    int64_t yd[3] = {-1, 2, 9};
-    assert_true(ql_shape_equal(y->ndim, y->dims, 3, yd));
-    ql_tensor_free(x);
-    ql_model_free(m);
-    mb_free(b);
+    check_reshape_0_2_m1(b, 800);
 }
 
 /* x.flatten(2) as PyTorch exports it: Reshape(r, Concat(Slice(Shape(r),
@@ -1376,22 +1384,7 @@ static void test_fold_sliced_shape(void **state)
     mb_attr_i(b, c, "axis", 0);
     mb_node(b, "Reshape", "reshape", "r,shp", "y");
     mb_output(b, "y");
-    tu_rng r = {810};
-    int64_t in[4] = {3, 2, 3, 3};
-    ql_tensor *x = tu_rand(&r, 4, in, -2, 2);
-    ql_model *m = check_passes_keep_results(b, x, 0, 0);
-    assert_ops(m, "Sigmoid Reshape");
-    const ql_tensor *shp = m->graph->values[m->graph->nodes[1].in[1]].constant;
-    assert_non_null(shp);
-    int64_t want[3] = {0, 2, -1};
-    assert_int_equal(ql_tensor_numel(shp), 3);
-    assert_memory_equal(shp->data, want, sizeof want);
-    const ql_value *y = &m->graph->values[m->graph->outputs[0]];
-    int64_t yd[3] = {-1, 2, 9};
-    assert_true(ql_shape_equal(y->ndim, y->dims, 3, yd));
-    ql_tensor_free(x);
-    ql_model_free(m);
-    mb_free(b);
+    check_reshape_0_2_m1(b, 810);
 }
 
 /* F.pad as PyTorch exports it: the pads computed by ConstantOfShape,
