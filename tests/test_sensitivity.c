@@ -416,6 +416,8 @@ static void test_all_but_mixed(void **state)
     ql_calib_opts co = {.n_threads = 1};
     assert_int_equal(
         ql_calib_update(f->m, q, mixed, f->stats, f->ps, f->calib, &co, f->c, -1, &err), QL_OK);
+    ql_tensor *yf[NB], *wf[NB]; /* the float model's outputs, the reference of every row */
+    ref_run(f, NULL, -1, yf, wf);
     for (int k = 0; k < 3; k++) {
         bool int16 = k != 1, stats = k != 2;
         ql_sens_opts o = {.mode = QL_SENS_ALL_BUT, .n_threads = 2, .batch = BATCH,
@@ -448,14 +450,12 @@ static void test_all_but_mixed(void **state)
             }
             ql_qsim *lsim = NULL;
             assert_int_equal(ql_qsim_build(q, cl, &lsim, &err), QL_OK);
-            ql_tensor *yf[NB], *wf[NB], *yq[NB], *wq[NB];
-            ref_run(f, NULL, -1, yf, wf);
+            ql_tensor *yq[NB], *wq[NB];
             ref_run(f, &lsim->plan, -1, yq, wq);
             ql_metrics m = {0};
             for (int b = 0; b < NB; b++) {
                 int64_t per = ql_tensor_numel(yf[b]) / BATCH;
                 ql_metrics_add(&m, yf[b]->data, yq[b]->data, BATCH, per, f->labels + b * BATCH);
-                ql_tensor_free(yf[b]);
                 ql_tensor_free(yq[b]);
             }
             if (memcmp(&m, &r->m, sizeof m) != 0)
@@ -473,6 +473,8 @@ static void test_all_but_mixed(void **state)
         for (int i = 0; i < 3; i++)
             ql_sens_table_free(t[i]);
     }
+    for (int b = 0; b < NB; b++)
+        ql_tensor_free(yf[b]);
     ql_qconfig_free(mixed);
 }
 
@@ -987,6 +989,8 @@ static void test_all_but_enc_from(void **state)
     o.brute_force = true;
     assert_int_equal(ql_sensitivity(f->m, q, c, f->eval, f->labels, &o, &bf, &err), QL_OK);
     assert_same(t, bf, "enc_from: incremental vs brute force");
+    ql_tensor *yf[NB], *wf[NB]; /* the float model's outputs, the reference of every row */
+    ref_run(f, NULL, -1, yf, wf);
     for (int l = 0; l < nl; l++) {
         ql_prec was = prec[l];
         prec[l] = QL_PREC_FLOAT;
@@ -994,14 +998,12 @@ static void test_all_but_enc_from(void **state)
         prec[l] = was;
         ql_qsim *lsim = NULL;
         assert_int_equal(ql_qsim_build(q, cl, &lsim, &err), QL_OK);
-        ql_tensor *yf[NB], *wf[NB], *yq[NB], *wq[NB];
-        ref_run(f, NULL, -1, yf, wf);
+        ql_tensor *yq[NB], *wq[NB];
         ref_run(f, &lsim->plan, -1, yq, wq);
         ql_metrics m = {0};
         for (int b = 0; b < NB; b++) {
             int64_t per = ql_tensor_numel(yf[b]) / BATCH;
             ql_metrics_add(&m, yf[b]->data, yq[b]->data, BATCH, per, f->labels + b * BATCH);
-            ql_tensor_free(yf[b]);
             ql_tensor_free(yq[b]);
         }
         if (memcmp(&m, &t->rows[l].m, sizeof m) != 0)
@@ -1011,6 +1013,8 @@ static void test_all_but_enc_from(void **state)
         ql_qsim_free(lsim);
         ql_qconfig_free(cl);
     }
+    for (int b = 0; b < NB; b++)
+        ql_tensor_free(yf[b]);
     ql_sens_table_free(t);
     ql_sens_table_free(bf);
     ql_qconfig_free(c);
