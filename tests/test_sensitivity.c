@@ -227,6 +227,26 @@ static void ref_run(fixture *f, const ql_exec_quant *plan, int want, ql_tensor *
     ql_exec_free(x);
 }
 
+/* The metrics of config c's outputs against the float outputs yf, run in
+ * full (the reference an all-but row must equal). */
+static ql_metrics config_metrics(fixture *f, const ql_qconfig *c, ql_tensor *const *yf)
+{
+    enum { NB = N_SAMPLES / BATCH };
+    ql_error err = {{0}};
+    ql_qsim *sim = NULL;
+    assert_int_equal(ql_qsim_build(f->q, c, &sim, &err), QL_OK);
+    ql_tensor *yq[NB], *wq[NB];
+    ref_run(f, &sim->plan, -1, yq, wq);
+    ql_metrics m = {0};
+    for (int b = 0; b < NB; b++) {
+        int64_t per = ql_tensor_numel(yf[b]) / BATCH;
+        ql_metrics_add(&m, yf[b]->data, yq[b]->data, BATCH, per, f->labels + b * BATCH);
+        ql_tensor_free(yq[b]);
+    }
+    ql_qsim_free(sim);
+    return m;
+}
+
 static double sum_sq(const ql_tensor *a, const ql_tensor *b, double *sig)
 {
     const float *x = a->data, *y = b->data;
@@ -448,21 +468,11 @@ static void test_all_but_mixed(void **state)
                     break;
                 }
             }
-            ql_qsim *lsim = NULL;
-            assert_int_equal(ql_qsim_build(q, cl, &lsim, &err), QL_OK);
-            ql_tensor *yq[NB], *wq[NB];
-            ref_run(f, &lsim->plan, -1, yq, wq);
-            ql_metrics m = {0};
-            for (int b = 0; b < NB; b++) {
-                int64_t per = ql_tensor_numel(yf[b]) / BATCH;
-                ql_metrics_add(&m, yf[b]->data, yq[b]->data, BATCH, per, f->labels + b * BATCH);
-                ql_tensor_free(yq[b]);
-            }
+            ql_metrics m = config_metrics(f, cl, yf);
             if (memcmp(&m, &r->m, sizeof m) != 0)
                 fail_msg("mixed, layer %s to %s: cosine %.17g (reference %.17g)",
                          q->layers[l].name, ql_prec_name(to), ql_metrics_cosine(&r->m),
                          ql_metrics_cosine(&m));
-            ql_qsim_free(lsim);
             ql_qconfig_free(cl);
         }
         if (stats) {
@@ -996,21 +1006,11 @@ static void test_all_but_enc_from(void **state)
         prec[l] = QL_PREC_FLOAT;
         ql_qconfig *cl = build_prec(f, f->c, prec, est);
         prec[l] = was;
-        ql_qsim *lsim = NULL;
-        assert_int_equal(ql_qsim_build(q, cl, &lsim, &err), QL_OK);
-        ql_tensor *yq[NB], *wq[NB];
-        ref_run(f, &lsim->plan, -1, yq, wq);
-        ql_metrics m = {0};
-        for (int b = 0; b < NB; b++) {
-            int64_t per = ql_tensor_numel(yf[b]) / BATCH;
-            ql_metrics_add(&m, yf[b]->data, yq[b]->data, BATCH, per, f->labels + b * BATCH);
-            ql_tensor_free(yq[b]);
-        }
+        ql_metrics m = config_metrics(f, cl, yf);
         if (memcmp(&m, &t->rows[l].m, sizeof m) != 0)
             fail_msg("enc_from, layer %s (%s) to float: cosine %.17g (reference %.17g)",
                      q->layers[l].name, ql_prec_name(was), ql_metrics_cosine(&t->rows[l].m),
                      ql_metrics_cosine(&m));
-        ql_qsim_free(lsim);
         ql_qconfig_free(cl);
     }
     for (int b = 0; b < NB; b++)
