@@ -154,15 +154,16 @@ ql_status ql_eval_float(ql_model *m, const ql_dataset *d, const int64_t *labels,
                            (long long)(first + count - 1));
             goto cleanup;
         }
-        ql_tensor *y = outs[0];
+        /* predictions from the first float output (ql_score_output) */
+        int k = ql_score_output(g, (const ql_tensor *const *)outs);
+        ql_tensor *y = k >= 0 ? outs[k] : outs[0];
         int64_t per = y->ndim > 0 && y->dims[0] > 0 ? ql_tensor_numel(y) / y->dims[0] : 0;
-        if (y->dtype != QL_F32 || y->ndim < 1 || y->dims[0] != (fixed ? fixed : count) ||
-            per <= 0) {
+        if (k < 0 || y->ndim < 1 || y->dims[0] != (fixed ? fixed : count) || per <= 0) {
             for (int j = 0; j < g->n_outputs; j++)
                 ql_tensor_free(outs[j]);
             st = ql_fail(err, QL_ERR_SHAPE,
                          "%s: output '%s' is not a float batch of per-sample scores", m->path,
-                         g->values[g->outputs[0]].name);
+                         g->values[g->outputs[k >= 0 ? k : 0]].name);
             goto cleanup;
         }
         res->n_classes = per;
@@ -190,17 +191,12 @@ cleanup:
     return st;
 }
 
-static ql_status run_output0(ql_exec *x, const ql_graph *g, const ql_tensor *feed,
-                             ql_tensor **y, ql_error *err)
+static void free_outputs(ql_tensor **outs, int n)
 {
-    ql_tensor *outs[64] = {0};
-    if (g->n_outputs > 64)
-        return ql_fail(err, QL_ERR_UNSUPPORTED, "too many outputs");
-    ql_status st = ql_exec_run(x, &feed, outs, err);
-    for (int j = 1; j < g->n_outputs; j++)
+    for (int j = 0; j < n; j++) {
         ql_tensor_free(outs[j]);
-    *y = outs[0];
-    return st;
+        outs[j] = NULL;
+    }
 }
 
 ql_status ql_eval_compare(ql_model *m, const ql_exec_quant *plan, const ql_dataset *d,
@@ -211,11 +207,13 @@ ql_status ql_eval_compare(ql_model *m, const ql_exec_quant *plan, const ql_datas
     ql_eval_opts o = {0};
     ql_exec *x = NULL;
     ql_batcher b = {0};
-    ql_tensor *yf = NULL, *yq = NULL;
+    ql_tensor *yf[64] = {0}, *yq[64] = {0};
     ql_status st;
     if (opts)
         o = *opts;
     memset(out, 0, sizeof *out);
+    if (g->n_outputs > 64)
+        return ql_fail(err, QL_ERR_UNSUPPORTED, "%s: too many outputs", m->path);
     if (labels && n_labels < d->n)
         return ql_fail(err, QL_ERR_DATA, "%lld labels for %lld samples", (long long)n_labels,
                        (long long)d->n);
@@ -234,24 +232,21 @@ ql_status ql_eval_compare(ql_model *m, const ql_exec_quant *plan, const ql_datas
         if ((st = ql_batcher_get(&b, first, &count, &feed, err)) != QL_OK)
             goto cleanup;
         if ((st = ql_exec_set_quant(x, NULL, err)) != QL_OK ||
-            (st = run_output0(x, g, feed, &yf, err)) != QL_OK ||
+            (st = ql_exec_run(x, &feed, yf, err)) != QL_OK ||
             (st = ql_exec_set_quant(x, plan, err)) != QL_OK ||
-            (st = run_output0(x, g, feed, &yq, err)) != QL_OK) {
+            (st = ql_exec_run(x, &feed, yq, err)) != QL_OK) {
             ql_fail_prefix(err, st, "%s: samples %lld-%lld", d->source, (long long)first,
                            (long long)(first + count - 1));
             goto cleanup;
         }
-        int64_t per = yf->ndim > 0 && yf->dims[0] > 0 ? ql_tensor_numel(yf) / yf->dims[0] : 0;
-        if (yf->dtype != QL_F32 || yf->ndim < 1 || yf->dims[0] != feed->dims[0] || per <= 0) {
-            st = ql_fail(err, QL_ERR_SHAPE,
-                         "%s: output '%s' is not a float batch of per-sample scores", m->path,
-                         g->values[g->outputs[0]].name);
+        if ((st = ql_metrics_add_outputs(out, g, (const ql_tensor *const *)yf,
+                                         (const ql_tensor *const *)yq, count,
+                                         labels ? labels + first : NULL, err)) != QL_OK) {
+            ql_fail_prefix(err, st, "%s", m->path);
             goto cleanup;
         }
-        ql_metrics_add(out, yf->data, yq->data, count, per, labels ? labels + first : NULL);
-        ql_tensor_free(yf);
-        ql_tensor_free(yq);
-        yf = yq = NULL;
+        free_outputs(yf, g->n_outputs);
+        free_outputs(yq, g->n_outputs);
         if (o.progress && !o.progress(o.progress_user, first + count, d->n)) {
             st = ql_fail(err, QL_ERR_CANCELLED, "evaluation cancelled");
             goto cleanup;
@@ -260,8 +255,8 @@ ql_status ql_eval_compare(ql_model *m, const ql_exec_quant *plan, const ql_datas
     if (seconds)
         *seconds = now_seconds() - t0;
 cleanup:
-    ql_tensor_free(yf);
-    ql_tensor_free(yq);
+    free_outputs(yf, g->n_outputs);
+    free_outputs(yq, g->n_outputs);
     ql_batcher_clear(&b);
     ql_exec_free(x);
     return st;

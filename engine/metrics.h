@@ -7,6 +7,9 @@
 
 #include <stdint.h>
 
+#include "graph.h"
+#include "status.h"
+
 typedef struct ql_metrics {
     int64_t n;            /* samples */
     int64_t agree;        /* samples whose top-1 matches the reference's */
@@ -22,6 +25,19 @@ typedef struct ql_metrics {
 /* Adds n samples of `per` scores each; labels may be NULL. */
 void ql_metrics_add(ql_metrics *m, const float *ref, const float *q, int64_t n, int64_t per,
                     const int64_t *labels);
+/* Adds samples [0, n) of one batch of model outputs: ref[j] and q[j] hold
+ * g->outputs[j], batch axis first, at least n rows each. Every float output
+ * counts: a sample's cosine, and the sums behind MSE, SQNR and the maximum
+ * error, run over its outputs flattened and joined in output order; top-1
+ * is taken on the first float output. Outputs of other types are left out;
+ * a model without a float output, or outputs without a batch axis, are an
+ * error naming the output. */
+ql_status ql_metrics_add_outputs(ql_metrics *m, const ql_graph *g, const ql_tensor *const *ref,
+                                 const ql_tensor *const *q, int64_t n, const int64_t *labels,
+                                 ql_error *err);
+/* The first float output of a batch of outputs (the one top-1 is taken
+ * on), or -1. */
+int ql_score_output(const ql_graph *g, const ql_tensor *const *outs);
 double ql_metrics_cosine(const ql_metrics *m);
 double ql_metrics_mse(const ql_metrics *m);
 /* 10*log10(sum ref^2 / sum (ref-q)^2); +INFINITY when the outputs are identical. */

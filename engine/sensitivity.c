@@ -261,14 +261,11 @@ static ql_status unit_runs(sens_worker *w, layer_work *lw, const sens_batch *B, 
     } else if (mode == QL_SENS_ACTIVATIONS) {
         lw->a_noise += w->noise;
     }
-    const ql_tensor *yf = unit_of(w, B, B->ref_out[0], g->n_values + 1), *yq = w->outs[0];
-    int64_t per = yf->ndim > 0 && yf->dims[0] > 0 ? ql_tensor_numel(yf) / yf->dims[0] : 0;
-    if (yf->dtype != QL_F32 || per <= 0 || ql_tensor_numel(yq) != ql_tensor_numel(yf))
-        st = ql_fail(err, QL_ERR_SHAPE, "output '%s' is not a float batch of per-sample scores",
-                     g->values[g->outputs[0]].name);
-    else
-        ql_metrics_add(&lw->m, yf->data, yq->data, w->un, per,
-                       s->labels ? s->labels + B->first + w->u0 : NULL);
+    const ql_tensor *yf[64];
+    for (int j = 0; j < g->n_outputs; j++)
+        yf[j] = unit_of(w, B, B->ref_out[j], g->n_values + 1 + j);
+    st = ql_metrics_add_outputs(&lw->m, g, yf, (const ql_tensor *const *)w->outs, w->un,
+                                s->labels ? s->labels + B->first + w->u0 : NULL, err);
     for (int j = 0; j < g->n_outputs; j++) {
         ql_tensor_free(w->outs[j]);
         w->outs[j] = NULL;
@@ -420,7 +417,7 @@ static ql_status worker_init(sens_ctx *s, sens_worker *w, ql_error *err)
     w->feeds = calloc(nv + (size_t)s->g->n_outputs, sizeof *w->feeds);
     w->outs = calloc((size_t)s->g->n_outputs + 1, sizeof *w->outs);
     w->obs = calloc(nv, 1);
-    w->views = calloc(nv + 2, sizeof *w->views);
+    w->views = calloc(nv + 1 + (size_t)s->g->n_outputs, sizeof *w->views);
     w->co.seen = calloc(nv, sizeof *w->co.seen);
     if (!w->feeds || !w->outs || !w->obs || !w->views || !w->co.seen)
         return ql_fail(err, QL_ERR_NOMEM, "out of memory");
@@ -545,15 +542,14 @@ static ql_status add_base_metrics(sens_ctx *s, ql_error *err)
     const ql_graph *g = s->g;
     for (int b = 0; b < s->n_batches; b++) {
         const sens_batch *B = &s->batches[b];
-        const ql_tensor *yf = B->ref_out[0], *yq = B->base[g->outputs[0]];
-        int64_t per = yf && yf->ndim > 0 && yf->dims[0] > 0 ? ql_tensor_numel(yf) / yf->dims[0] : 0;
-        if (!yf || !yq || yf->dtype != QL_F32 || per <= 0 ||
-            ql_tensor_numel(yq) != ql_tensor_numel(yf))
-            return ql_fail(err, QL_ERR_SHAPE,
-                           "output '%s' is not a float batch of per-sample scores",
-                           g->values[g->outputs[0]].name);
-        ql_metrics_add(&s->base_m, yf->data, yq->data, B->count, per,
-                       s->labels ? s->labels + B->first : NULL);
+        const ql_tensor *yq[64];
+        for (int j = 0; j < g->n_outputs; j++)
+            yq[j] = B->base[g->outputs[j]];
+        ql_status st = ql_metrics_add_outputs(&s->base_m, g, (const ql_tensor *const *)B->ref_out,
+                                              yq, B->count,
+                                              s->labels ? s->labels + B->first : NULL, err);
+        if (st != QL_OK)
+            return st;
     }
     return QL_OK;
 }
@@ -580,6 +576,11 @@ ql_status ql_sensitivity(ql_model *m, const ql_qnet *q, const ql_qconfig *c,
         n_threads = 256;
     if (g->n_inputs != 1 || g->n_outputs < 1) {
         st = ql_fail(err, QL_ERR_UNSUPPORTED, "%s: a model with one input is needed", m->path);
+        goto cleanup;
+    }
+    if (g->n_outputs > 64) {
+        st = ql_fail(err, QL_ERR_UNSUPPORTED, "%s: too many outputs (%d, at most 64)", m->path,
+                     g->n_outputs);
         goto cleanup;
     }
     s.g = g;

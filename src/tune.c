@@ -77,8 +77,13 @@ static ql_status load_data(const session *s, const char *path, const char *label
                          labels_path, (long long)n_labels, path, (long long)d->n);
             goto fail;
         }
-        /* classes = elements of output 0 per sample, when the shape says */
-        const ql_value *o = &g->values[g->outputs[0]];
+        /* classes = elements per sample of the output top-1 is taken on
+         * (the first float one), when the shape says */
+        int score = 0;
+        for (int j = g->n_outputs - 1; j >= 0; j--)
+            if (g->values[g->outputs[j]].dtype == QL_F32)
+                score = j;
+        const ql_value *o = &g->values[g->outputs[score]];
         int64_t classes = o->ndim >= 1 ? 1 : -1;
         for (int i = 1; i < o->ndim; i++)
             classes = o->dims[i] > 0 && classes > 0 ? classes * o->dims[i] : -1;
