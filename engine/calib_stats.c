@@ -29,12 +29,14 @@ ql_status ql_hist_init(ql_hist *h, ql_error *err)
 
 void ql_hist_clear(ql_hist *h)
 {
+    free(h->pend);
     free(h->counts);
     memset(h, 0, sizeof *h);
 }
 
 void ql_hist_reset(ql_hist *h, double range)
 {
+    ql_hist_settle(h);
     memset(h->counts, 0, QL_HIST_BINS * sizeof *h->counts);
     h->min = INFINITY;
     h->max = -INFINITY;
@@ -246,8 +248,9 @@ static inline int bin_of(float x, float inv)
  * the bins in use. Past the bins, slots the AVX2 pass
  * may increment to pad its list of bins to pairs; never read. */
 #define DUMP QL_HIST_BINS
+#define SCRATCH_LEN (QL_HIST_BINS + 8)
 typedef struct bin_scratch {
-    uint32_t even[QL_HIST_BINS + 8], odd[QL_HIST_BINS + 8];
+    uint32_t *even, *odd; /* SCRATCH_LEN each */
     int lo, hi;      /* bins in use since the last flush; none while lo > hi */
     int64_t pending; /* values counted since the last flush */
     bool wide;       /* bin 8 lanes at a time (AVX2) */
@@ -491,14 +494,24 @@ void ql_hist_set_portable(bool on)
  * again after every call (the flushes clear the bins they empty), so that
  * the many small calls of a statistics pass run a sample at a time do not
  * each clear 64 KiB. */
-static __thread bin_scratch tls_scratch;
+static __thread uint32_t tls_counters[2][SCRATCH_LEN];
 
 void ql_hist_add(ql_hist *h, const float *x, int64_t n)
 {
-    bin_scratch *s = &tls_scratch;
-    s->lo = QL_HIST_BINS;
-    s->hi = -1;
-    s->pending = 0;
+    bin_scratch scratch, *s = &scratch;
+    if (h->pend) { /* deferred: the histogram's own counters, flushed later */
+        s->even = h->pend;
+        s->odd = h->pend + SCRATCH_LEN;
+        s->lo = h->pend_lo;
+        s->hi = h->pend_hi;
+        s->pending = h->pend_n;
+    } else {
+        s->even = tls_counters[0];
+        s->odd = tls_counters[1];
+        s->lo = QL_HIST_BINS;
+        s->hi = -1;
+        s->pending = 0;
+    }
 #ifdef HAVE_BIN_BLOCK8
     s->wide = !hist_portable && __builtin_cpu_supports("avx2");
     if (s->wide)
@@ -508,11 +521,43 @@ void ql_hist_add(ql_hist *h, const float *x, int64_t n)
 #endif
     for (int64_t at = 0; at < n; at += BLOCK)
         hist_add_block(h, s, x + at, n - at < BLOCK ? n - at : BLOCK);
-    scratch_flush(s, h->counts);
+    if (h->pend) {
+        h->pend_lo = s->lo;
+        h->pend_hi = s->hi;
+        h->pend_n = s->pending;
+    } else {
+        scratch_flush(s, h->counts);
+    }
 }
 
-ql_status ql_hist_merge(ql_hist *dst, const ql_hist *src, ql_error *err)
+ql_status ql_hist_defer(ql_hist *h, ql_error *err)
 {
+    if (h->pend)
+        return QL_OK;
+    h->pend = calloc(2 * SCRATCH_LEN, sizeof *h->pend);
+    if (!h->pend)
+        return ql_fail(err, QL_ERR_NOMEM, "histogram: out of memory");
+    h->pend_lo = QL_HIST_BINS;
+    h->pend_hi = -1;
+    h->pend_n = 0;
+    return QL_OK;
+}
+
+void ql_hist_settle(ql_hist *h)
+{
+    if (!h->pend)
+        return;
+    bin_scratch s = {.even = h->pend, .odd = h->pend + SCRATCH_LEN, .lo = h->pend_lo,
+                     .hi = h->pend_hi};
+    scratch_flush(&s, h->counts);
+    free(h->pend);
+    h->pend = NULL;
+}
+
+ql_status ql_hist_merge(ql_hist *dst, ql_hist *src, ql_error *err)
+{
+    ql_hist_settle(dst);
+    ql_hist_settle(src);
     const uint64_t *sc = src->counts;
     uint64_t *tmp = NULL;
     if (src->range > dst->range) {

@@ -24,6 +24,10 @@ typedef struct ql_hist {
                         * just below; they move inward when R grows */
     double range;      /* R: bins cover [-R, R); 0 until a non-zero value arrives */
     uint64_t *counts;  /* owned, QL_HIST_BINS entries */
+    uint32_t *pend;    /* owned, NULL unless deferred (ql_hist_defer): counts not
+                        * yet in `counts` */
+    int pend_lo, pend_hi;
+    int64_t pend_n;
 } ql_hist;
 
 ql_status ql_hist_init(ql_hist *h, ql_error *err);
@@ -39,8 +43,17 @@ void ql_hist_add(ql_hist *h, const float *x, int64_t n);
 /* For tests: bin 4 lanes at a time even where AVX2 would do 8 (the
  * portable path; same counts). Not for use while other threads add. */
 void ql_hist_set_portable(bool on);
-/* Merges src into dst (both kept exact by re-binning the narrower one). */
-ql_status ql_hist_merge(ql_hist *dst, const ql_hist *src, ql_error *err);
+/* Merges src into dst (both kept exact by re-binning the narrower one);
+ * settles both first. */
+ql_status ql_hist_merge(ql_hist *dst, ql_hist *src, ql_error *err);
+/* Deferred counting for a histogram fed many small calls (a statistics
+ * pass a few samples at a time): ql_hist_add then counts into u32 counters
+ * of the histogram's own, kept from call to call, instead of flushing a
+ * per-call set into `counts` at every call. ql_hist_settle moves them into
+ * `counts` and ends the deferral; until then `counts` is incomplete
+ * (min, max, count and range are always up to date). */
+ql_status ql_hist_defer(ql_hist *h, ql_error *err);
+void ql_hist_settle(ql_hist *h);
 /* Bin index of a value (for tests and algorithms): floor(x / width) +
  * QL_HIST_BINS/2, clamped to the edge bins. Zero of either sign is in bin
  * QL_HIST_BINS/2 whatever R is, so all-zero data (range 0) has every count

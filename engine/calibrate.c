@@ -171,8 +171,11 @@ static ql_status collect_split(ql_model *m, const ql_dataset *d, const ql_calib_
             st = ql_fail(err, QL_ERR_NOMEM, "out of memory for calibration statistics");
             break;
         }
+        /* many small calls into each: deferred counting (settled by the
+         * merge below) */
         for (int h = 0; h < s->n && st == QL_OK; h++)
-            if (ql_calib_stats_add(part[t], s->names[h]) != h)
+            if (ql_calib_stats_add(part[t], s->names[h]) != h ||
+                ql_hist_defer(&part[t]->hists[h], NULL) != QL_OK)
                 st = ql_fail(err, QL_ERR_NOMEM, "out of memory for calibration statistics");
         sc.cc[t].s = part[t];
         sc.cc[t].hist_of = (int *)hist_of;

@@ -481,6 +481,57 @@ static void test_corrupt(void **state)
 
 /* Not asserted: the cost of ql_hist_add per value (the calibration pass adds
  * it to every activation). */
+/* Deferred counting (ql_hist_defer) gives the same histogram as plain
+ * adds, through growth, infinities, values at R and NaN, in calls of any
+ * size, and a merge settles it. */
+static void test_defer(void **state)
+{
+    (void)state;
+    tu_rng r = {23};
+    int64_t n = 120000;
+    float *x = malloc((size_t)n * sizeof *x);
+    for (int64_t i = 0; i < n; i++) {
+        double scale = i < 3000 ? 1e-3 : i < 40000 ? 0.5 : i < 90000 ? 3 : 40;
+        x[i] = i % 7 == 0 ? 0.0f : (float)(gauss(&r) * scale);
+    }
+    x[10] = INFINITY;
+    x[5000] = -INFINITY;
+    x[6000] = NAN;
+    x[50000] = 4.0f; /* R at that point: in the top bin until R grows */
+    x[50001] = 4.0f;
+    ql_hist plain, d, m;
+    assert_int_equal(ql_hist_init(&plain, NULL), QL_OK);
+    assert_int_equal(ql_hist_init(&d, NULL), QL_OK);
+    assert_int_equal(ql_hist_init(&m, NULL), QL_OK);
+    assert_int_equal(ql_hist_defer(&d, NULL), QL_OK);
+    assert_non_null(d.pend);
+    add_chunked(&plain, x, n);
+    add_chunked(&d, x, n);
+    /* the extremes and count are up to date while counts wait */
+    assert_int_equal(d.count, plain.count);
+    assert_true(d.range == plain.range && d.min == plain.min && d.max == plain.max);
+    /* a merge settles a deferred source */
+    assert_int_equal(ql_hist_defer(&m, NULL), QL_OK);
+    ql_hist_add(&m, x, 1000);
+    assert_int_equal(ql_hist_merge(&m, &d, NULL), QL_OK);
+    assert_null(d.pend);
+    assert_null(m.pend);
+    assert_hist_equal(&d, &plain);
+    ql_hist ref;
+    assert_int_equal(ql_hist_init(&ref, NULL), QL_OK);
+    ql_hist_add(&ref, x, 1000);
+    ql_hist_add(&ref, x, n);
+    ql_hist_settle(&m); /* no-op once settled */
+    assert_int_equal(m.count, ref.count);
+    assert_true(m.range == ref.range);
+    assert_memory_equal(m.counts, ref.counts, NB * sizeof *m.counts);
+    free(x);
+    ql_hist_clear(&plain);
+    ql_hist_clear(&d);
+    ql_hist_clear(&m);
+    ql_hist_clear(&ref);
+}
+
 static void test_add_speed(void **state)
 {
     int64_t n = 1 << 22;
@@ -523,6 +574,7 @@ int main(void)
         cmocka_unit_test(test_zero_and_constant),
         cmocka_unit_test(test_zeros_before_growth),
         cmocka_unit_test(test_merge),
+        cmocka_unit_test(test_defer),
         cmocka_unit_test(test_save_load),
         cmocka_unit_test(test_corrupt),
         cmocka_unit_test(test_add_speed),
