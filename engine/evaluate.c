@@ -214,6 +214,8 @@ ql_status ql_eval_compare(ql_model *m, const ql_exec_quant *plan, const ql_datas
     memset(out, 0, sizeof *out);
     if (g->n_outputs > 64)
         return ql_fail(err, QL_ERR_UNSUPPORTED, "%s: too many outputs", m->path);
+    if (o.per_output)
+        memset(o.per_output, 0, (size_t)g->n_outputs * sizeof *o.per_output);
     if (labels && n_labels < d->n)
         return ql_fail(err, QL_ERR_DATA, "%lld labels for %lld samples", (long long)n_labels,
                        (long long)d->n);
@@ -245,6 +247,11 @@ ql_status ql_eval_compare(ql_model *m, const ql_exec_quant *plan, const ql_datas
             ql_fail_prefix(err, st, "%s", m->path);
             goto cleanup;
         }
+        for (int j = 0; o.per_output && j < g->n_outputs; j++)
+            if (yf[j]->dtype == QL_F32) /* checked by ql_metrics_add_outputs */
+                ql_metrics_add(&o.per_output[j], yf[j]->data, yq[j]->data, count,
+                               ql_tensor_numel(yf[j]) / yf[j]->dims[0],
+                               labels ? labels + first : NULL);
         free_outputs(yf, g->n_outputs);
         free_outputs(yq, g->n_outputs);
         if (o.progress && !o.progress(o.progress_user, first + count, d->n)) {

@@ -20,6 +20,9 @@ typedef struct ql_eval_opts {
     ql_progress_fn progress; /* optional */
     void *progress_user;
     const volatile int *cancel;
+    /* ql_eval_compare, optional: g->n_outputs entries, each float output's
+     * metrics on its own (the entries of other outputs stay zero) */
+    ql_metrics *per_output;
 } ql_eval_opts;
 
 typedef struct ql_eval_result {

@@ -72,7 +72,7 @@ ql_status sc_eval(session *s, int argc, char **argv, ql_error *err)
     if (float_only) {
         if ((st = eval_float(s, err)) != QL_OK)
             return st;
-        report_eval(session_out(s), &s->cur.last_eval, false);
+        report_eval(session_out(s), s->cur.model->m->graph, &s->cur.last_eval, false);
         eval_timings(s);
         return QL_OK;
     }
@@ -83,20 +83,32 @@ ql_status sc_eval(session *s, int argc, char **argv, ql_error *err)
     ql_qsim *sim = NULL;
     if ((st = ql_qsim_build(x->q, s->cur.cfg, &sim, err)) != QL_OK)
         return st;
+    const ql_graph *g = x->m->graph;
+    ql_metrics *per = calloc((size_t)g->n_outputs, sizeof *per);
+    if (!per) {
+        ql_qsim_free(sim);
+        return ql_fail(err, QL_ERR_NOMEM, "out of memory");
+    }
     ql_eval_opts eo = {.batch = s->o.batch, .n_threads = s->o.n_threads,
-                       .progress = eval_progress, .progress_user = s, .cancel = s->o.cancel};
+                       .progress = eval_progress, .progress_user = s, .cancel = s->o.cancel,
+                       .per_output = per};
     ql_metrics mt;
     double secs = 0;
     st = ql_eval_compare(x->m, &sim->plan, d->d, d->labels, d->n_labels, &eo, &mt, &secs, err);
     ql_qsim_free(sim);
-    if (st != QL_OK)
+    if (st != QL_OK) {
+        free(per);
         return st;
-    s->cur.last_eval = (ses_eval){.valid = true, .m = mt, .labels = d->labels != NULL,
-                                  .cfg_gen = s->cur.cfg_gen, .seconds = secs,
-                                  .batch = eo.batch > 0 ? eo.batch : 32,
-                                  .threads = s->o.n_threads > 0 ? s->o.n_threads
-                                                                : ql_default_threads()};
-    report_eval(session_out(s), &s->cur.last_eval, false);
+    }
+    ses_eval *e = &s->cur.last_eval;
+    *e = (ses_eval){.valid = true, .m = mt, .labels = d->labels != NULL,
+                    .cfg_gen = s->cur.cfg_gen, .seconds = secs,
+                    .batch = eo.batch > 0 ? eo.batch : 32,
+                    .threads = s->o.n_threads > 0 ? s->o.n_threads : ql_default_threads()};
+    e->n_out = g->n_outputs < SES_EVAL_OUTPUTS ? g->n_outputs : SES_EVAL_OUTPUTS;
+    memcpy(e->out, per, (size_t)e->n_out * sizeof *per);
+    free(per);
+    report_eval(session_out(s), g, e, false);
     eval_timings(s);
     return QL_OK;
 }

@@ -59,6 +59,21 @@ static int print_json(const session *s, const char *data, const char *config)
         cli_json_number(o, "sqnr_db", ql_metrics_sqnr_db(m), 1);
         cJSON_AddNumberToObject(o, "mse", ql_metrics_mse(m));
         cJSON_AddNumberToObject(o, "max_abs", m->max_abs);
+        /* each float output alone, in output order */
+        const ql_graph *g = s->cur.model->m->graph;
+        cJSON *outs = cJSON_AddArrayToObject(o, "outputs");
+        for (int j = 0; outs && j < e->n_out; j++) {
+            const ql_metrics *om = &e->out[j];
+            cJSON *it = om->n > 0 ? cJSON_CreateObject() : NULL;
+            if (!it)
+                continue;
+            cJSON_AddStringToObject(it, "name", g->values[g->outputs[j]].name);
+            cJSON_AddNumberToObject(it, "cosine", ql_metrics_cosine(om));
+            cli_json_number(it, "sqnr_db", ql_metrics_sqnr_db(om), 1);
+            cJSON_AddNumberToObject(it, "mse", ql_metrics_mse(om));
+            cJSON_AddNumberToObject(it, "max_abs", om->max_abs);
+            cJSON_AddItemToArray(outs, it);
+        }
         cJSON_AddNumberToObject(o, "seconds", e->seconds);
     }
     char *text = cJSON_PrintUnformatted(o);

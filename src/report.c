@@ -72,7 +72,16 @@ static double target_value(const char *metric, const ql_metrics *m)
  * Reports
  * ------------------------------------------------------------------------- */
 
-void report_eval(FILE *f, const ses_eval *e, bool stale)
+/* Float outputs with metrics of their own in e. */
+static int float_outputs(const ses_eval *e)
+{
+    int k = 0;
+    for (int j = 0; j < e->n_out; j++)
+        k += e->out[j].n > 0;
+    return k;
+}
+
+void report_eval(FILE *f, const ql_graph *g, const ses_eval *e, bool stale)
 {
     const ql_metrics *m = &e->m;
     double n = m->n > 0 ? (double)m->n : 1.0;
@@ -94,6 +103,24 @@ void report_eval(FILE *f, const ses_eval *e, bool stale)
     fprintf(f, "SQNR:         %.2f dB\n", ql_metrics_sqnr_db(m));
     fprintf(f, "MSE:          %.6g\n", ql_metrics_mse(m));
     fprintf(f, "max abs:      %.6g\n", m->max_abs);
+    if (float_outputs(e) > 1) { /* the joint metrics above; each output alone */
+        int w = 6;
+        for (int j = 0; j < e->n_out; j++) {
+            int len = (int)strlen(g->values[g->outputs[j]].name);
+            w = e->out[j].n > 0 && len > w ? len : w;
+        }
+        fprintf(f, "per output:   %-*s %9s %8s %10s %10s\n", w, "output", "cosine", "sqnr_db",
+                "mse", "max_abs");
+        for (int j = 0; j < e->n_out; j++) {
+            const ql_metrics *o = &e->out[j];
+            if (o->n > 0)
+                fprintf(f, "              %-*s %9.6f %8.2f %10.4g %10.4g\n", w,
+                        g->values[g->outputs[j]].name, ql_metrics_cosine(o),
+                        ql_metrics_sqnr_db(o), ql_metrics_mse(o), o->max_abs);
+        }
+        if (e->n_out < g->n_outputs)
+            fprintf(f, "              (the first %d of %d outputs)\n", e->n_out, g->n_outputs);
+    }
     if (stale)
         fprintf(f, "note: the config has changed since (run 'eval' again)\n");
 }
@@ -472,7 +499,8 @@ ql_status sc_show_eval(session *s, int argc, char **argv, ql_error *err)
         return command_usage("show eval", err);
     if (!s->cur.last_eval.valid)
         return ql_fail(err, QL_ERR_ARG, "no eval results (run 'eval' first)");
-    report_eval(session_out(s), &s->cur.last_eval, s->cur.last_eval.cfg_gen != s->cur.cfg_gen);
+    report_eval(session_out(s), s->cur.model->m->graph, &s->cur.last_eval,
+                s->cur.last_eval.cfg_gen != s->cur.cfg_gen);
     return QL_OK;
 }
 

@@ -9,8 +9,9 @@
 
 #include "session.h"
 
-/* stale: the config changed since the metrics were measured. */
-void report_eval(FILE *f, const ses_eval *e, bool stale);
+/* stale: the config changed since the metrics were measured. g is the
+ * model's graph (output names). */
+void report_eval(FILE *f, const ql_graph *g, const ses_eval *e, bool stale);
 void report_sensitivity(FILE *f, const ses_sens *t);
 void report_autoprec(FILE *f, const ql_qnet *q, const ql_target *target,
                      const ql_autoprec_result *r, bool labels);

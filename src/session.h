@@ -73,10 +73,16 @@ typedef struct ses_sens {
 
 /* The last eval's metrics. A float-only eval (`eval float`) fills only
  * m.n and m.correct_ref. */
+/* Outputs whose metrics an eval keeps one by one (the joint metrics cover
+ * them all). */
+#define SES_EVAL_OUTPUTS 16
+
 typedef struct ses_eval {
     bool valid;
     bool float_only;
-    ql_metrics m;
+    ql_metrics m;         /* every float output, joined per sample */
+    int n_out;            /* the model's outputs, at most SES_EVAL_OUTPUTS */
+    ql_metrics out[SES_EVAL_OUTPUTS]; /* each output alone (n == 0: not float) */
     bool labels;
     unsigned cfg_gen;     /* the config generation it was measured on */
     double seconds;       /* wall time of inference: never printed without timings */

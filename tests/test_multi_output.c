@@ -210,7 +210,8 @@ static void test_metrics_join_outputs(void **state)
 
 /* ---- evaluation and sensitivity on the two-output model ---------------------- */
 
-/* Both outputs of the model on every sample under plan (NULL: float). */
+/* Both outputs of the model on every sample under plan (NULL: float), a
+ * sample at a time as evaluation runs them (so the same bits). */
 static void run_all(fixture *f, const ql_exec_quant *plan, ql_tensor **y)
 {
     ql_error err = {{0}};
@@ -218,10 +219,24 @@ static void run_all(fixture *f, const ql_exec_quant *plan, ql_tensor **y)
     ql_exec_opts xo = {.n_threads = 1};
     assert_int_equal(ql_exec_new(f->m->graph, &xo, &x, &err), QL_OK);
     assert_int_equal(ql_exec_set_quant(x, plan, &err), QL_OK);
-    ql_tensor in = ql_dataset_batch(f->d, 0, N_SAMPLES);
-    const ql_tensor *inp = &in;
-    if (ql_exec_run(x, &inp, y, &err) != QL_OK)
-        fail_msg("reference run: %s", err.msg);
+    for (int64_t s = 0; s < N_SAMPLES; s++) {
+        ql_tensor in = ql_dataset_batch(f->d, s, 1);
+        const ql_tensor *inp = &in;
+        ql_tensor *o[2] = {0};
+        if (ql_exec_run(x, &inp, o, &err) != QL_OK)
+            fail_msg("reference run: %s", err.msg);
+        for (int j = 0; j < 2; j++) {
+            if (!y[j]) {
+                int64_t dims[QL_MAX_DIMS];
+                memcpy(dims, o[j]->dims, sizeof dims);
+                dims[0] = N_SAMPLES;
+                y[j] = ql_tensor_new(QL_F32, o[j]->ndim, dims);
+            }
+            size_t row = ql_tensor_nbytes(o[j]);
+            memcpy((char *)y[j]->data + (size_t)s * row, o[j]->data, row);
+            ql_tensor_free(o[j]);
+        }
+    }
     ql_exec_free(x);
 }
 
@@ -260,12 +275,30 @@ static void test_eval_compare_both_outputs(void **state)
     ql_error err = {{0}};
     ql_qsim *sim = NULL;
     assert_int_equal(ql_qsim_build(f->q, f->c, &sim, &err), QL_OK);
-    ql_metrics m;
-    ql_eval_opts eo = {.batch = BATCH, .n_threads = 2};
+    ql_metrics m, per[2];
+    ql_eval_opts eo = {.batch = BATCH, .n_threads = 2, .per_output = per};
     assert_int_equal(ql_eval_compare(f->m, &sim->plan, f->d, NULL, 0, &eo, &m, NULL, &err),
                      QL_OK);
     ref_metrics w = ref_of(f, &sim->plan);
     assert_close_to(&m, &w, "eval");
+    /* each output alone: the definition on that output only, and the two
+     * add up to the joint sums */
+    ql_tensor *yf[2] = {0}, *yq[2] = {0};
+    run_all(f, NULL, yf);
+    run_all(f, &sim->plan, yq);
+    for (int j = 0; j < 2; j++) {
+        ql_metrics one = {0};
+        int64_t per_j = ql_tensor_numel(yf[j]) / N_SAMPLES;
+        ql_metrics_add(&one, yf[j]->data, yq[j]->data, N_SAMPLES, per_j, NULL);
+        assert_int_equal(per[j].n, N_SAMPLES);
+        assert_int_equal(per[j].elems, N_SAMPLES * per_j);
+        if (memcmp(&per[j], &one, sizeof one) != 0)
+            fail_msg("output %d: noise %.17g vs %.17g", j, per[j].noise, one.noise);
+        ql_tensor_free(yf[j]);
+        ql_tensor_free(yq[j]);
+    }
+    assert_true(fabs(per[0].noise + per[1].noise - m.noise) <= 1e-9 * m.noise);
+    assert_true(fmax(per[0].max_abs, per[1].max_abs) == m.max_abs);
     ql_qsim_free(sim);
 }
 
