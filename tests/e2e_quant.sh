@@ -9,6 +9,7 @@ set -u
 ex="$QLENS_SRCDIR/examples/fmnist"
 model="$ex/fmnist_resnet.onnx"
 . "$QLENS_SRCDIR/tests/e2e_lib.sh"
+check() { if eval "$2"; then ok "$1"; else ko "$1"; fi; }
 
 # --- int8 per-channel, each activation algorithm, within 0.5% of float ------
 for algo in kl percentile mse minmax; do
@@ -109,6 +110,22 @@ awk '/"fc.weight": \{/ { skip = 1 } skip && /^    \}/ { skip = 0; next } !skip' 
 expect_status "missing weight encoding" 1 \
     "qlens eval: $tmp/nowt.json: tensors.\"fc.weight\": no encoding, but the settings quantize this tensor (recalibrate)" \
     "$QLENS" eval "$model" --data "$ex/eval.npy" --limit 2 --config "$tmp/nowt.json"
+
+# --- a model with two outputs: both count, and each is reported ---------------
+th="$QLENS_SRCDIR/tests/data/two_heads.onnx" thx="$QLENS_SRCDIR/tests/data/two_heads_x.npy"
+expect_ok "two outputs: calibrate" "$QLENS" calibrate "$th" --data "$thx" --algo minmax \
+    --per-tensor -o "$tmp/th.json"
+expect_ok "two outputs: eval --json" "$QLENS" eval "$th" --data "$thx" --config "$tmp/th.json" --json
+check "two outputs: json lists scores then dense" \
+    'tr -d "\n" <"$tmp/out" | grep -q "\"outputs\":\[{\"name\":\"scores\",[^]]*},{\"name\":\"dense\","'
+expect_ok "two outputs: eval" "$QLENS" eval "$th" --data "$thx" --config "$tmp/th.json"
+check "two outputs: a line per output" \
+    'grep -q "^per output: " "$tmp/out" && grep -q "^  *scores  *0\.[0-9]" "$tmp/out" && grep -q "^  *dense  *0\.[0-9]" "$tmp/out"'
+# a layer of the second head only moves the second output
+expect_ok "two outputs: sensitivity" "$QLENS" sensitivity "$th" --data "$thx" -c "$tmp/th.json" \
+    --layer /head_b/Conv -o "$tmp/th.csv"
+check "two outputs: the dense head's layer shows an error" \
+    'sed -n 2p "$tmp/th.csv" | grep -q "^\"/head_b/Conv\"," && awk -F, "NR == 2 && \$4 < 1 && \$5 > 0 { found = 1 } END { exit !found }" "$tmp/th.csv"'
 
 # --- low-bit weights: nearest rounding vs AdaRound (3-bit, 16-bit activations) ----
 iters=${QLENS_ADAROUND_TEST_ITERS:-400}

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Writes two_heads.onnx, the two-output fixture of tests/test_multi_output.c.
+"""Writes two_heads.onnx, the two-output fixture of tests/test_multi_output.c
+and tests/e2e_quant.sh, and two_heads_x.npy, samples for the latter.
 
 x [N,3,12,12] -> Conv 3->8 (3x3, pads 1) -> Relu = trunk
 trunk -> GlobalAveragePool -> Flatten -> Gemm 8->5        = "scores" [N,5]
@@ -43,3 +44,7 @@ model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)],
 model.ir_version = 7
 onnx.checker.check_model(model)
 onnx.save(model, "two_heads.onnx")
+
+# 16 samples for the end-to-end tests (tests/e2e_quant.sh)
+x = np.random.default_rng(11).standard_normal((16, 3, 12, 12)).astype(np.float32)
+np.save("two_heads_x.npy", x)
