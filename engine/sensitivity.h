@@ -152,6 +152,47 @@ double ql_target_value(const ql_target *t, const ql_metrics *m);
 
 /* The march named s (its canonical name), or NULL; QL_MARCH_NAMES lists them. */
 const char *ql_autoprec_march(const char *s);
+/* ---- the cumulative curve ---- */
+
+typedef struct ql_curve_step {
+    int layer;
+    const char *name;      /* owned by the graph */
+    const char *op;
+    ql_prec from, to;
+    ql_metrics m;          /* the config with this layer and every earlier one raised */
+} ql_curve_step;
+
+typedef struct ql_curve {
+    ql_prec to;            /* int16 or float */
+    ql_sens_mode ranked_mode; /* the mode of the table that ranked the layers */
+    ql_metrics base;       /* the config as given */
+    int n;                 /* steps measured */
+    ql_curve_step *steps;  /* owned, in the order raised */
+    bool partial;          /* cancelled before the last step */
+    int64_t samples;
+    bool has_labels;
+} ql_curve;
+
+/* The cumulative curve of a sensitivity table: its layers, most sensitive
+ * first (worst first in single, weights and activations modes; best first
+ * in all-but mode, whose rows measure the raise itself), raised one after
+ * another to int16 (int8 layers only) or to float (int8 and int16 layers),
+ * at most max_steps of them (<= 0: all), the model measured on d after
+ * each step. Each step's config is c with the overrides made so far, its
+ * encodings brought in line from c's in one step from stats (required), as
+ * `set layer L precision P` makes them. Uses o->n_threads, batch, cancel
+ * and progress (called with the steps done); on cancel returns QL_OK with
+ * the steps done and partial set. */
+ql_status ql_sens_curve(ql_model *m, const ql_qnet *q, const ql_qconfig *c,
+                        const ql_sens_table *ranked, const ql_calib_stats *stats,
+                        const ql_plugins *ps, const ql_dataset *d, const int64_t *labels,
+                        bool to_int16, int max_steps, const ql_sens_opts *o, ql_curve **out,
+                        ql_error *err);
+void ql_curve_free(ql_curve *c);
+/* CSV (libcsv quoting): step,layer,op,from,to and the metrics; step 0 is
+ * the config as given. Written atomically. */
+ql_status ql_curve_write_csv(const ql_curve *c, const char *path, ql_error *err);
+
 #define QL_MARCH_NAMES "nash-b-lite, nash-b, nash-b-plus, nash-e, nash-m, nash-h or nash-p"
 
 typedef enum {

@@ -233,6 +233,70 @@ ql_status sc_autoprec(session *s, int argc, char **argv, ql_error *err)
     return QL_OK;
 }
 
+static bool curve_progress(void *user, int64_t done, int64_t total)
+{
+    return session_progress(user, "curve", done, total);
+}
+
+ql_status sc_curve(session *s, int argc, char **argv, ql_error *err)
+{
+    enum { PREFER, STEPS, N_OPTS };
+    command_opt o[N_OPTS] = {{"prefer", false, -1}, {"steps", false, -1}};
+    bool to_int16 = false;
+    long steps = 0;
+    ql_status st;
+    if ((st = command_parse_opts(argc, argv, o, N_OPTS, err)) != QL_OK)
+        return st;
+    if (o[PREFER].at >= 0) {
+        const char *p = argv[o[PREFER].at];
+        if (strcmp(p, "int16") != 0 && strcmp(p, "float") != 0)
+            return ql_fail(err, QL_ERR_ARG, "prefer: '%s' is not int16 or float", p);
+        to_int16 = p[0] == 'i';
+    }
+    if (o[STEPS].at >= 0 &&
+        (st = command_parse_int("steps", argv[o[STEPS].at], 1, 1L << 20, &steps, err)) != QL_OK)
+        return st;
+    if ((st = command_need_eval_data(s, err)) != QL_OK || (st = command_need_encodings(s, err)) != QL_OK)
+        return st;
+    if (!s->cur.sens)
+        return ql_fail(err, QL_ERR_ARG, "no sensitivity table to rank the layers (run "
+                                        "'sensitivity' first)");
+    if (!s->cur.stats)
+        return ql_fail(err, QL_ERR_ARG, "no calibration statistics (run 'calibrate' or "
+                                        "'collect stats' first, or 'load stats')");
+    const ses_model *x = s->cur.model;
+    const ses_data *d = s->cur.eval;
+    const ql_sens_table *t = s->cur.sens->t;
+    /* the samples the table was measured on */
+    ql_tensor view = ql_dataset_batch(d->d, 0, t->samples < d->d->n ? t->samples : d->d->n);
+    ql_dataset sub = {.samples = &view, .n = view.dims[0], .source = d->d->source};
+    ql_sens_opts so = {.n_threads = s->o.n_threads, .batch = s->o.batch,
+                       .progress = curve_progress, .progress_user = s, .cancel = s->o.cancel};
+    ql_curve *c = NULL;
+    if ((st = ql_sens_curve(x->m, x->q, s->cur.cfg, t, s->cur.stats->s, s->plugins, &sub,
+                            d->labels, to_int16, (int)steps, &so, &c, err)) != QL_OK)
+        return st;
+    if (c->partial || session_cancelled(s)) {
+        ql_curve_free(c);
+        return ql_fail(err, QL_ERR_CANCELLED, "cancelled");
+    }
+    ses_curve *nc = ses_curve_new(c, s->cur.sens->metric);
+    if (!nc)
+        return ql_fail(err, QL_ERR_NOMEM, "out of memory");
+    ses_set(&s->cur.curve, nc);
+    report_curve(session_out(s), nc);
+    return QL_OK;
+}
+
+ql_status sc_export_csv_curve(session *s, int argc, char **argv, ql_error *err)
+{
+    if (argc != 1)
+        return command_usage("export csv curve", err);
+    if (!s->cur.curve)
+        return ql_fail(err, QL_ERR_ARG, "no cumulative curve (run 'curve' first)");
+    return ql_curve_write_csv(s->cur.curve->c, argv[0], err);
+}
+
 ql_status sc_export_csv(session *s, int argc, char **argv, ql_error *err)
 {
     if (argc != 1)

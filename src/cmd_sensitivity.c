@@ -17,15 +17,20 @@ static void sensitivity_usage(FILE *f)
             "Usage: qlens sensitivity MODEL.onnx --data D --config C [--labels L]\n"
             "                         [--mode M] [--metric S] [--limit N] [--threads T]\n"
             "                         [--batch B] [--cache-mb MB] [--layer NAME]\n"
-            "                         [-o TABLE.csv] [--json]\n\n"
+            "                         [-o TABLE.csv] [--json]\n"
+            "       qlens sensitivity MODEL.onnx --data D --config C --mode cumulative\n"
+            "                         [--prefer float|int16] [--steps N] [--rank M]\n"
+            "                         [--stats S] [options above]\n\n"
             "Measures, layer by layer, how far the model's outputs move from the float\n"
-            "reference, and prints the layers worst first.\n\n"
+            "reference, and prints the layers worst first. The cumulative mode ranks\n"
+            "the layers so (--rank, default single), sets them to float (or int16) one\n"
+            "after another and prints the metrics after each step.\n\n"
             "  -d, --data D        samples (.npy folder, batched .npy, IDX)\n"
             "  -c, --config C      quant config from 'qlens calibrate'\n"
             "  -l, --labels L      labels, for top-1 accuracy\n"
             "  -m, --mode M        single (only this layer quantized, default), all-but\n"
             "                      (the config with this layer float), weights,\n"
-            "                      activations\n"
+            "                      activations, cumulative (the curve)\n"
             "  -s, --metric S      sort by cosine (default), mse, sqnr_db, max_abs,\n"
             "                      top1_agree, top1, local_sqnr_db\n"
             "  -n, --limit N       use only the first N samples\n"
@@ -33,12 +38,19 @@ static void sensitivity_usage(FILE *f)
             "  -b, --batch B       batch size (default 32)\n"
             "      --cache-mb MB   activation cache budget (default 1024)\n"
             "      --layer NAME    analyse only this layer\n"
+            "      --prefer P      cumulative: set layers to float (default) or int16\n"
+            "      --steps N       cumulative: stop after N layers\n"
+            "      --rank M        cumulative: the mode whose table ranks the layers\n"
+            "      --stats S       cumulative: statistics from 'qlens calibrate --stats-out'\n"
+            "                      (default: collected on the samples of --data)\n"
             "  -o, --output FILE   write the table as CSV\n"
             "      --json          print one JSON object instead of the table\n"
             "  -h, --help          show this help\n\n"
             "The same as the qlens-script(5) lines: load MODEL; load config C;\n"
             "data eval D [labels L] [limit N]; sensitivity [mode M] [metric S] ...\n"
-            "keep-partial; [export csv FILE].\n");
+            "keep-partial; [export csv FILE]. Cumulative: ...; load stats S (or data\n"
+            "calib D; collect stats); sensitivity mode M; curve [prefer P] [steps N];\n"
+            "[export csv curve FILE].\n");
 }
 
 static int print_json(const ql_sens_table *t, const char *model)
@@ -82,9 +94,62 @@ static int print_json(const ql_sens_table *t, const char *model)
     return 0;
 }
 
+static void curve_metrics_json(cJSON *e, const ql_metrics *m)
+{
+    bool lab = m->labelled > 0;
+    cJSON_AddNumberToObject(e, "cosine", ql_metrics_cosine(m));
+    cJSON_AddNumberToObject(e, "mse", ql_metrics_mse(m));
+    cli_json_number(e, "sqnr_db", ql_metrics_sqnr_db(m), 1);
+    cJSON_AddNumberToObject(e, "max_abs", m->max_abs);
+    cJSON_AddNumberToObject(e, "top1_agree", ql_metrics_agree(m));
+    cli_json_number(e, "top1", lab ? (double)m->correct_q / (double)m->labelled : 0.0, lab);
+}
+
+static int print_curve_json(const ses_curve *x, const char *model)
+{
+    const ql_curve *c = x->c;
+    cJSON *o = cJSON_CreateObject(), *steps = cJSON_CreateArray(), *base = cJSON_CreateObject();
+    if (!o || !steps || !base) {
+        cJSON_Delete(o);
+        cJSON_Delete(steps);
+        cJSON_Delete(base);
+        return -1;
+    }
+    cJSON_AddStringToObject(o, "model", model);
+    cJSON_AddStringToObject(o, "mode", "cumulative");
+    cJSON_AddStringToObject(o, "rank", ql_sens_mode_name(c->ranked_mode));
+    cJSON_AddStringToObject(o, "metric", ql_sens_metric_name(x->ranked_by));
+    cJSON_AddStringToObject(o, "to", ql_prec_name(c->to));
+    cJSON_AddNumberToObject(o, "samples", (double)c->samples);
+    curve_metrics_json(base, &c->base);
+    cJSON_AddItemToObject(o, "base", base);
+    for (int k = 0; k < c->n; k++) {
+        const ql_curve_step *s = &c->steps[k];
+        cJSON *e = cJSON_CreateObject();
+        if (!e)
+            break;
+        cJSON_AddNumberToObject(e, "step", k + 1);
+        cJSON_AddStringToObject(e, "layer", s->name);
+        cJSON_AddStringToObject(e, "op", s->op);
+        cJSON_AddStringToObject(e, "from", ql_prec_name(s->from));
+        cJSON_AddStringToObject(e, "to", ql_prec_name(s->to));
+        curve_metrics_json(e, &s->m);
+        cJSON_AddItemToArray(steps, e);
+    }
+    cJSON_AddItemToObject(o, "steps", steps);
+    char *s = cJSON_Print(o);
+    cJSON_Delete(o);
+    if (!s)
+        return -1;
+    printf("%s\n", s);
+    free(s);
+    return 0;
+}
+
 int cmd_sensitivity(int argc, char **argv)
 {
-    enum { OPT_JSON = 256, OPT_CACHE, OPT_LAYER, OPT_BRUTE };
+    enum { OPT_JSON = 256, OPT_CACHE, OPT_LAYER, OPT_BRUTE, OPT_PREFER, OPT_STEPS, OPT_RANK,
+           OPT_STATS };
     static const struct option opts[] = {
         {"data", required_argument, NULL, 'd'},     {"config", required_argument, NULL, 'c'},
         {"labels", required_argument, NULL, 'l'},   {"mode", required_argument, NULL, 'm'},
@@ -94,11 +159,18 @@ int cmd_sensitivity(int argc, char **argv)
         {"cache-mb", required_argument, NULL, OPT_CACHE},
         {"layer", required_argument, NULL, OPT_LAYER},
         {"brute-force", no_argument, NULL, OPT_BRUTE},
+        {"prefer", required_argument, NULL, OPT_PREFER},
+        {"steps", required_argument, NULL, OPT_STEPS},
+        {"rank", required_argument, NULL, OPT_RANK},
+        {"stats", required_argument, NULL, OPT_STATS},
         {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
     };
     const char *data = NULL, *config = NULL, *labels = NULL, *out = NULL, *layer = NULL;
     const char *mode_s = NULL, *metric_s = NULL, *cache_s = NULL;
+    const char *prefer = NULL, *steps_s = NULL, *rank_s = NULL, *stats_path = NULL;
+    bool cumulative = false;
     ql_sens_mode mode;
+    long steps = 0;
     ql_sens_metric metric = QL_SM_COSINE;
     long cache_mb = 0;
     int json = 0, brute = 0, c;
@@ -119,14 +191,38 @@ int cmd_sensitivity(int argc, char **argv)
         case OPT_LAYER: layer = optarg; break;
         case OPT_BRUTE: brute = 1; break;
         case 'm':
-            if (!ql_sens_mode_parse(optarg, &mode)) {
+            cumulative = !strcmp(optarg, "cumulative");
+            if (!cumulative && !ql_sens_mode_parse(optarg, &mode)) {
                 cli_error("sensitivity",
-                          "option --mode: '%s' is not single, all-but, weights or activations",
+                          "option --mode: '%s' is not single, all-but, weights, activations or "
+                          "cumulative",
                           optarg);
                 return 2;
             }
-            mode_s = optarg;
+            mode_s = cumulative ? NULL : optarg;
             break;
+        case OPT_RANK:
+            if (!ql_sens_mode_parse(optarg, &mode)) {
+                cli_error("sensitivity",
+                          "option --rank: '%s' is not single, all-but, weights or activations",
+                          optarg);
+                return 2;
+            }
+            rank_s = optarg;
+            break;
+        case OPT_PREFER:
+            if (strcmp(optarg, "int16") != 0 && strcmp(optarg, "float") != 0) {
+                cli_error("sensitivity", "option --prefer: '%s' is not float or int16", optarg);
+                return 2;
+            }
+            prefer = optarg;
+            break;
+        case OPT_STEPS:
+            if (cli_parse_int("sensitivity", "--steps", optarg, 1, 1L << 20, &steps))
+                return 2;
+            steps_s = optarg;
+            break;
+        case OPT_STATS: stats_path = optarg; break;
         case 's':
             if (!ql_sens_metric_parse(optarg, &metric)) {
                 cli_error("sensitivity", "option --metric: unknown metric '%s'", optarg);
@@ -155,13 +251,23 @@ int cmd_sensitivity(int argc, char **argv)
         cli_error("sensitivity", "--metric top1 needs --labels");
         return 2;
     }
+    if (!cumulative && (prefer || steps_s || rank_s || stats_path)) {
+        cli_error("sensitivity", "--prefer, --steps, --rank and --stats go with --mode cumulative");
+        return 2;
+    }
+    if (cumulative && layer) {
+        cli_error("sensitivity", "--layer does not go with --mode cumulative");
+        return 2;
+    }
+    if (cumulative)
+        mode_s = rank_s;
 
     cli_session cs;
     ql_status st;
     int rc = 1;
     if (cli_session_open(&cs, "sensitivity", ro.threads, ro.batch, false) != 0)
         goto done;
-    cli_line cl = {0}, dl = {0}, sl = {0}, ol = {0};
+    cli_line cl = {0}, dl = {0}, sl = {0}, ol = {0}, tl = {0}, tl2 = {0}, kl = {0};
     cli_words(&cl, "load", "config", config, (const char *)NULL);
     cli_words(&dl, "data", "eval", data, (const char *)NULL);
     cli_opt(&dl, "labels", labels);
@@ -173,9 +279,27 @@ int cmd_sensitivity(int argc, char **argv)
     cli_opt(&sl, "cache-mb", cache_s);
     if (brute)
         cli_words(&sl, "brute-force", (const char *)NULL);
-    cli_words(&sl, "keep-partial", (const char *)NULL);
+    if (!cumulative)
+        cli_words(&sl, "keep-partial", (const char *)NULL);
     if (out)
         cli_words(&ol, "export", "csv", out, (const char *)NULL);
+    if (cumulative) {
+        /* the statistics the raised layers' encodings come from */
+        if (stats_path) {
+            cli_words(&tl, "load", "stats", stats_path, (const char *)NULL);
+        } else {
+            cli_words(&tl, "data", "calib", data, (const char *)NULL);
+            cli_opt(&tl, "limit", ro.limit_s);
+            cli_words(&tl2, "collect", "stats", (const char *)NULL);
+        }
+        cli_words(&kl, "curve", (const char *)NULL);
+        cli_opt(&kl, "prefer", prefer);
+        cli_opt(&kl, "steps", steps_s);
+        if (out) {
+            ol.n = 0;
+            cli_words(&ol, "export", "csv", "curve", out, (const char *)NULL);
+        }
+    }
     if ((st = cli_load(&cs, argv[optind])) != QL_OK)
         goto fail;
     if (layer && ql_qnet_find_layer(cs.s->cur.model->q, layer) < 0) {
@@ -190,6 +314,21 @@ int cmd_sensitivity(int argc, char **argv)
     if (cs.s->cur.cfg->n_tensors == 0) {
         cli_error("sensitivity", "%s: tensors: the config has no encodings (make them with "
                                  "'qlens calibrate')", config);
+        goto done;
+    }
+    if (cumulative) {
+        if ((st = cli_exec(&cs, &dl, false)) != QL_OK || (st = cli_exec(&cs, &tl, false)) != QL_OK ||
+            (tl2.n && (st = cli_exec(&cs, &tl2, false)) != QL_OK) ||
+            (st = cli_exec(&cs, &sl, false)) != QL_OK ||
+            (st = cli_exec(&cs, &kl, !json)) != QL_OK ||
+            (out && (st = cli_exec(&cs, &ol, false)) != QL_OK))
+            goto fail;
+        cli_phases_finish(&cs.phases);
+        if (json && print_curve_json(cs.s->cur.curve, cs.s->cur.model->m->path) != 0) {
+            cli_error("sensitivity", "out of memory printing the curve");
+            goto done;
+        }
+        rc = 0;
         goto done;
     }
     if ((st = cli_exec(&cs, &dl, false)) != QL_OK || (st = cli_exec(&cs, &sl, !json)) != QL_OK ||

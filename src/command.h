@@ -51,6 +51,10 @@ typedef ql_status (*command_fn)(session *s, int argc, char **argv, ql_error *err
       CMDF_CHANGES, sc_sensitivity,                                                           \
       "per-layer sensitivity on the first N evaluation samples, worst first by metric; modes " \
       "single, all-but, weights, activations; keep-partial keeps the rows done when cancelled") \
+    X("curve", "[prefer float|int16] [steps N]", CMDF_CHANGES, sc_curve,                      \
+      "the cumulative curve of the last sensitivity table: its layers, most sensitive first, "  \
+      "set one after another to float (or int16), the model measured after each step on the "  \
+      "table's samples")                                                                       \
     X("autoprec", "TARGET [prefer int16|float] [march M]", CMDF_CHANGES, sc_autoprec,         \
       "raise the most sensitive layers' precision until TARGET holds, e.g. cosine>=0.999 or "  \
       "top1_drop<=0.5; with march, rank by gain per cost on M")                                \
@@ -62,6 +66,7 @@ typedef ql_status (*command_fn)(session *s, int argc, char **argv, ql_error *err
     X("show config", "", 0, sc_show_config, "defaults, layer overrides and encodings summary") \
     X("show eval", "", 0, sc_show_eval, "the last eval's metrics")                            \
     X("show sensitivity", "", 0, sc_show_sensitivity, "the last sensitivity table")           \
+    X("show curve", "", 0, sc_show_curve, "the last cumulative curve")                        \
     X("load config", "FILE", CMDF_CHANGES, sc_load_config,                                    \
       "replace the quant config with FILE's (checked against the model)")                      \
     X("save config", "FILE", 0, sc_save_config, "write the quant config as JSON")             \
@@ -71,6 +76,7 @@ typedef ql_status (*command_fn)(session *s, int argc, char **argv, ql_error *err
     X("save stats", "FILE", 0, sc_save_stats, "write the calibration statistics")             \
     X("export csv", "FILE", 0, sc_export_csv, "write the last sensitivity table as CSV")      \
     X("export csv layers", "FILE", 0, sc_export_csv_layers, "write the layer table as CSV")   \
+    X("export csv curve", "FILE", 0, sc_export_csv_curve, "write the last cumulative curve as CSV") \
     X("save script", "FILE", CMDF_NOJOURNAL, sc_save_script,                                  \
       "write the journal: a script that rebuilds this session")                                \
     X("undo", "", CMDF_NOJOURNAL, sc_undo, "undo the last change")                            \

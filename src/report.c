@@ -504,6 +504,50 @@ ql_status sc_show_eval(session *s, int argc, char **argv, ql_error *err)
     return QL_OK;
 }
 
+static void curve_line(FILE *f, const ql_metrics *m, bool labels)
+{
+    fprintf(f, " %9.6f %8.2f %10.4g %6.4f", ql_metrics_cosine(m), ql_metrics_sqnr_db(m),
+            ql_metrics_mse(m), ql_metrics_agree(m));
+    if (labels)
+        fprintf(f, " %6.4f", m->labelled ? (double)m->correct_q / (double)m->labelled : 0.0);
+    fputc('\n', f);
+}
+
+void report_curve(FILE *f, const ses_curve *x)
+{
+    const ql_curve *c = x->c;
+    int w = 12;
+    for (int k = 0; k < c->n; k++) {
+        int n = (int)strlen(c->steps[k].name);
+        w = n > w ? n : w;
+    }
+    fprintf(f, "curve: %d steps to %s, most sensitive first (%s table by %s), %lld samples\n",
+            c->n, ql_prec_name(c->to), ql_sens_mode_name(c->ranked_mode),
+            ql_sens_metric_name(x->ranked_by), (long long)c->samples);
+    fprintf(f, "%4s  %-*s  %-18s %-14s %9s %8s %10s %6s%s\n", "step", w, "layer", "op", "change",
+            "cosine", "sqnr_db", "mse", "agree", c->has_labels ? "   top1" : "");
+    fprintf(f, "%4d  %-*s  %-18s %-14s", 0, w, "(the config)", "", "");
+    curve_line(f, &c->base, c->has_labels);
+    for (int k = 0; k < c->n; k++) {
+        const ql_curve_step *s = &c->steps[k];
+        char change[40];
+        snprintf(change, sizeof change, "%s -> %s", ql_prec_name(s->from), ql_prec_name(s->to));
+        fprintf(f, "%4d  %-*s  %-18s %-14s", k + 1, w, s->name, s->op, change);
+        curve_line(f, &s->m, c->has_labels);
+    }
+}
+
+ql_status sc_show_curve(session *s, int argc, char **argv, ql_error *err)
+{
+    (void)argv;
+    if (argc != 0)
+        return command_usage("show curve", err);
+    if (!s->cur.curve)
+        return ql_fail(err, QL_ERR_ARG, "no cumulative curve (run 'curve' first)");
+    report_curve(session_out(s), s->cur.curve);
+    return QL_OK;
+}
+
 ql_status sc_show_sensitivity(session *s, int argc, char **argv, ql_error *err)
 {
     (void)argv;

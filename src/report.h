@@ -13,6 +13,7 @@
  * model's graph (output names). */
 void report_eval(FILE *f, const ql_graph *g, const ses_eval *e, bool stale);
 void report_sensitivity(FILE *f, const ses_sens *t);
+void report_curve(FILE *f, const ses_curve *c);
 void report_autoprec(FILE *f, const ql_qnet *q, const ql_target *target,
                      const ql_autoprec_result *r, bool labels);
 /* What autoprec did: every raise tried, pass by pass, with its measured and

@@ -120,6 +120,26 @@ ses_sens *ses_sens_new(ql_sens_table *t, ql_sens_metric metric)
     return x;
 }
 
+static void curve_destroy(ses_rc *rc)
+{
+    ses_curve *x = (ses_curve *)rc;
+    ql_curve_free(x->c);
+    free(x);
+}
+
+ses_curve *ses_curve_new(ql_curve *c, ql_sens_metric ranked_by)
+{
+    ses_curve *x = calloc(1, sizeof *x);
+    if (!x) {
+        ql_curve_free(c);
+        return NULL;
+    }
+    x->rc = (ses_rc){1, curve_destroy};
+    x->c = c;
+    x->ranked_by = ranked_by;
+    return x;
+}
+
 static void autoprec_destroy(ses_rc *rc)
 {
     ses_autoprec *x = (ses_autoprec *)rc;
@@ -152,6 +172,7 @@ static void state_clear(session_state *st)
     ses_release(st->eval);
     ses_release(st->stats);
     ses_release(st->sens);
+    ses_release(st->curve);
     ses_release(st->autoprec);
     ql_qconfig_free(st->cfg);
     memset(st, 0, sizeof *st);
@@ -171,6 +192,7 @@ static ql_status state_copy(session_state *dst, const session_state *src, ql_err
     ses_retain(dst->eval);
     ses_retain(dst->stats);
     ses_retain(dst->sens);
+    ses_retain(dst->curve);
     ses_retain(dst->autoprec);
     return QL_OK;
 }

@@ -71,6 +71,13 @@ typedef struct ses_sens {
     ql_sens_metric metric;
 } ses_sens;
 
+/* The last cumulative curve. */
+typedef struct ses_curve {
+    ses_rc rc;
+    ql_curve *c;
+    ql_sens_metric ranked_by; /* the metric its table was sorted by */
+} ses_curve;
+
 /* The last eval's metrics. A float-only eval (`eval float`) fills only
  * m.n and m.correct_ref. */
 /* Outputs whose metrics an eval keeps one by one (the joint metrics cover
@@ -106,6 +113,7 @@ typedef struct session_state {
     unsigned cfg_gen;     /* bumped by every change of the config */
     ses_eval last_eval;
     ses_sens *sens;
+    ses_curve *curve;
     ses_autoprec *autoprec;
     int journal_len;      /* journal entries that lead to this state */
 } session_state;
@@ -160,6 +168,8 @@ ses_data *ses_data_new(ql_dataset *d, int64_t *labels, int64_t n_labels);
 ses_stats *ses_stats_new(ql_calib_stats *st, const ses_data *from);
 ses_sens *ses_sens_new(ql_sens_table *t, ql_sens_metric metric);
 /* Takes over r's steps (r is cleared, also on OOM). */
+/* Takes c (freed on failure). */
+ses_curve *ses_curve_new(ql_curve *c, ql_sens_metric ranked_by);
 ses_autoprec *ses_autoprec_new(const ql_target *target, ql_autoprec_result *r);
 void *ses_retain(void *obj); /* obj may be NULL */
 void ses_release(void *obj); /* obj may be NULL */

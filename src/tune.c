@@ -43,6 +43,7 @@ ql_status sc_load_model(session *s, int argc, char **argv, ql_error *err)
     ses_set(&s->cur.stats, NULL);
     ses_set(&s->cur.autoprec, NULL);
     ses_set(&s->cur.sens, NULL);
+    ses_set(&s->cur.curve, NULL);
     s->cur.last_eval.valid = false;
     int weighted = 0;
     for (int i = 0; i < q->n_layers; i++)
@@ -141,6 +142,7 @@ ql_status sc_data_eval(session *s, int argc, char **argv, ql_error *err)
         return st;
     ses_set(&s->cur.eval, x);
     ses_set(&s->cur.sens, NULL); /* results of other data */
+    ses_set(&s->cur.curve, NULL);
     ses_set(&s->cur.autoprec, NULL);
     s->cur.last_eval.valid = false;
     fprintf(session_out(s), "eval: %lld samples%s\n", (long long)x->d->n,

@@ -16,7 +16,7 @@ mkdir "$tmp/a" "$tmp/b"
 expect_ok "quickstart runs" "$QLENS" run "$ex/quickstart.qls" --var OUT="$tmp/a" --threads 2
 cp "$tmp/out" "$tmp/a/stdout"
 sed 's/^/  | /' "$tmp/a/stdout"
-for f in quickstart.json quickstart_sensitivity.csv quickstart_layers.csv; do
+for f in quickstart.json quickstart_sensitivity.csv quickstart_layers.csv quickstart_curve.csv; do
     [ -s "$tmp/a/$f" ] && ok "quickstart wrote $f" || ko "quickstart wrote $f"
 done
 grep -q '^worst layer: /' "$tmp/a/stdout" && ok "worst layer named" || ko "worst layer named"
@@ -34,7 +34,7 @@ awk -v f="$f" -v q="$q" 'BEGIN { d = f - q; if (d < 0) d = -d; exit !(f != "" &&
 expect_ok "quickstart again, 1 thread" "$QLENS" run "$ex/quickstart.qls" --var OUT="$tmp/b" \
     --threads 1
 same "stdout identical across threads" "$tmp/a/stdout" "$tmp/out"
-for f in quickstart.json quickstart_sensitivity.csv quickstart_layers.csv; do
+for f in quickstart.json quickstart_sensitivity.csv quickstart_layers.csv quickstart_curve.csv; do
     same "$f identical across threads" "$tmp/a/$f" "$tmp/b/$f"
 done
 # the config it wrote is one the eval subcommand accepts, with the same metrics

@@ -146,5 +146,25 @@ expect_status "autoprec with a config of settings only" 1 \
     --target "cosine>=0.9" -o "$tmp/x.json"
 check "failed autoprec wrote nothing" '[ ! -e "$tmp/x.json" ]'
 
+# --- the cumulative curve -----------------------------------------------------
+expect_ok "cumulative to float" "$QLENS" sensitivity "$model" --data "$ex/eval.npy" \
+    --labels "$ex/eval_labels.npy" -c "$cfg" --limit 64 --mode cumulative -o "$tmp/curve.csv"
+check "curve CSV: header, the config and one step per layer" \
+    '[ "$(head -n 1 "$tmp/curve.csv")" = "step,layer,op,from,to,cosine,mse,sqnr_db,max_abs,top1_agree,top1" ] && [ "$(wc -l <"$tmp/curve.csv")" = 19 ] && sed -n 2p "$tmp/curve.csv" | grep -q "^0,,,,,"'
+check "curve to float ends at the float model (no error left)" \
+    'tail -n 1 "$tmp/curve.csv" | awk -F, "\$1 == 17 && \$5 == \"float\" && \$6 == 1 && \$7 == 0 && \$8 == \"inf\" { ok = 1 } END { exit !ok }"'
+check "curve report printed" 'grep -q "^curve: 17 steps to float, most sensitive first (single table by cosine), 64 samples" "$tmp/out"'
+expect_ok "cumulative to int16, all-but ranking, json" "$QLENS" sensitivity "$model" \
+    --data "$ex/eval.npy" -c "$cfg" --limit 32 --mode cumulative --rank all-but \
+    --prefer int16 --steps 2 --stats "$tmp/stats.bin" --json
+check "curve json: two int16 steps ranked by all-but" \
+    'grep -q "\"rank\":[[:space:]]*\"all-but\"" "$tmp/out" && grep -q "\"to\":[[:space:]]*\"int16\"" "$tmp/out" && [ "$(grep -c "\"step\":" "$tmp/out")" = 2 ]'
+expect_status "curve options without the cumulative mode" 2 \
+    "qlens sensitivity: --prefer, --steps, --rank and --stats go with --mode cumulative" \
+    "$QLENS" sensitivity "$model" --data "$ex/eval.npy" -c "$cfg" --prefer int16
+expect_status "bad --rank" 2 \
+    "qlens sensitivity: option --rank: 'cumulative' is not single, all-but, weights or activations" \
+    "$QLENS" sensitivity "$model" --data "$ex/eval.npy" -c "$cfg" --mode cumulative --rank cumulative
+
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]

@@ -224,7 +224,7 @@ static void test_help(void **state)
     int rows = 0;
     for (const char *p = show; (p = strstr(p, "\nshow ")); p++)
         rows++;
-    assert_int_equal(rows + (strncmp(show, "show ", 5) == 0), 6);
+    assert_int_equal(rows + (strncmp(show, "show ", 5) == 0), 7);
     char *one = run(t, "help show layer");
     assert_true(strncmp(one, "show layer NAME\n", 16) == 0);
     assert_null(strstr(one, "show layers"));
@@ -279,6 +279,8 @@ static void test_errors_with_model(void **state)
          "autoprec: march: unknown march 'nash-z' (expected nash-b-lite, nash-b, nash-b-plus, "
          "nash-e, nash-m, nash-h or nash-p)", false},
         {"autoprec cosine>=0.9 prefer double", "autoprec: prefer: 'double' is not int16 or float", false},
+        {"curve prefer double", "curve: prefer: 'double' is not int16 or float", false},
+        {"curve steps 0", "curve: steps: '0' is not an integer in [1, 1048576]", false},
         {"autoprec speed>=3", "autoprec: ", true},
         {"load config ${EX}/missing.json", "load config: ", true},
         {"eval now", "eval: expects [float]", false},
@@ -621,6 +623,7 @@ static void test_cancel(void **state)
     run_quiet(t, "sensitivity limit 10");
     check_cancelled(t, &c, "eval");
     check_cancelled(t, &c, "sensitivity limit 20");
+    check_cancelled(t, &c, "curve steps 4");
     check_cancelled(t, &c, "autoprec cosine>=0.99999");
     check_cancelled(t, &c, "calibrate algo mse weight-bits 6"); /* statistics kept */
     run_quiet(t, "data calib ${EX}/calib.npy limit 96"); /* new data: statistics dropped */
@@ -630,6 +633,7 @@ static void test_cancel(void **state)
     assert_non_null(strstr(c.phases, "statistics"));
     assert_non_null(strstr(c.phases, "eval"));
     assert_non_null(strstr(c.phases, "sensitivity"));
+    assert_non_null(strstr(c.phases, "curve"));
     run_quiet(t, "calibrate algo mse");
     assert_non_null(t->s->cur.stats);
 }
@@ -684,21 +688,31 @@ static void test_replay(void **state)
     run_quiet(t, "set layer /layer2/c1/Conv precision int16");
     run_quiet(t, "eval");
     run_quiet(t, "sensitivity limit 20 mode all-but");
+    run_quiet(t, "curve prefer int16 steps 3");
     run_quiet(t, "set layer ${SENS_WORST} precision int16");
     run_quiet(t, "eval");
     run_quiet(t, "save config ${OUT}/r.json");
     run_quiet(t, "export csv ${OUT}/r.csv");
     run_quiet(t, "export csv layers ${OUT}/rl.csv");
+    run_quiet(t, "export csv curve ${OUT}/rc.csv");
     run_quiet(t, "save script ${OUT}/r.qls");
     ql_metrics m0 = t->s->cur.last_eval.m;
     char *cfg0 = config_json(t->s);
-    char p_json[600], p_csv[600], p_lcsv[600], p_qls[600];
+    char p_json[600], p_csv[600], p_lcsv[600], p_qls[600], p_ccsv[600];
     snprintf(p_json, sizeof p_json, "%s/r.json", t->dir);
     snprintf(p_csv, sizeof p_csv, "%s/r.csv", t->dir);
     snprintf(p_lcsv, sizeof p_lcsv, "%s/rl.csv", t->dir);
     snprintf(p_qls, sizeof p_qls, "%s/r.qls", t->dir);
+    snprintf(p_ccsv, sizeof p_ccsv, "%s/rc.csv", t->dir);
     char *json0 = read_file(p_json), *csv0 = read_file(p_csv), *lcsv0 = read_file(p_lcsv);
+    char *ccsv0 = read_file(p_ccsv);
     char *script = read_file(p_qls);
+    /* the curve: the config, then three steps */
+    int curve_lines = 0;
+    for (const char *p = ccsv0; *p; p++)
+        curve_lines += *p == '\n';
+    assert_int_equal(curve_lines, 1 + 1 + 3);
+    assert_true(strncmp(ccsv0, "step,layer,op,from,to,cosine,", 29) == 0);
     assert_non_null(strstr(script, "\nset layer /stem/stem.0/Conv act-algo percentile:p=99.9\n"));
     assert_null(strstr(script, "precision float")); /* undone */
     assert_null(strstr(script, "${"));               /* expanded */
@@ -709,6 +723,7 @@ static void test_replay(void **state)
         unlink(p_json);
         unlink(p_csv);
         unlink(p_lcsv);
+        unlink(p_ccsv);
         session *s = new_session(t, k + 1, NULL);
         ql_error err = {{0}};
         if (script_run_file(s, p_qls, &err) != QL_OK)
@@ -718,6 +733,10 @@ static void test_replay(void **state)
         assert_string_equal(json, json0);
         assert_string_equal(csv, csv0);
         assert_string_equal(lcsv, lcsv0);
+        char *ccsv = read_file(p_ccsv);
+        assert_non_null(ccsv);
+        assert_string_equal(ccsv, ccsv0);
+        free(ccsv);
         char *cfg = config_json(s);
         assert_string_equal(cfg, cfg0);
         const ql_metrics *m = &s->cur.last_eval.m;
@@ -741,6 +760,7 @@ static void test_replay(void **state)
     free(json0);
     free(csv0);
     free(lcsv0);
+    free(ccsv0);
     free(script);
     free(cfg0);
 }

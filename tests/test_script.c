@@ -298,7 +298,7 @@ static void test_commands_without_model(void **state)
         const char *line, *msg;
     } cases[] = {
         {"frobnicate", "unknown command 'frobnicate' (see 'help')"},
-        {"show", "show: expects one of: layers, layer, stats, config, eval, sensitivity"},
+        {"show", "show: expects one of: layers, layer, stats, config, eval, sensitivity, curve"},
         {"data", "data: expects one of: calib, eval"},
         {"export csv", "export csv: expects FILE"},
         {"export csv layers", "export csv layers: expects FILE"},
@@ -325,6 +325,9 @@ static void test_commands_without_model(void **state)
         {"show eval", "show eval: no eval results (run 'eval' first)"},
         {"show sensitivity", "show sensitivity: no sensitivity table (run 'sensitivity' first)"},
         {"export csv s.csv", "export csv: no sensitivity table (run 'sensitivity' first)"},
+        {"show curve", "show curve: no cumulative curve (run 'curve' first)"},
+        {"export csv curve c.csv", "export csv curve: no cumulative curve (run 'curve' first)"},
+        {"curve", "curve: no model loaded (use 'load MODEL')"},
         {"help frob", "help: no command named 'frob' (see 'help')"},
         {"autoprec", "autoprec: expects TARGET [prefer int16|float] [march M]"},
         {"sensitivity mode", "sensitivity: 'mode' needs a value"},
