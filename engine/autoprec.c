@@ -424,6 +424,13 @@ ql_status ql_autoprec(ql_model *m, const ql_qnet *q, ql_qconfig *c, const ql_cal
         a.prec[l] = ql_qnet_layer_prec(q, c, l);
     if ((st = evaluate(&a, c, &res->before, err)) != QL_OK)
         goto cleanup;
+    if (a.discrete && res->before.no_classes) {
+        st = ql_fail(err, QL_ERR_ARG,
+                     "target %s needs a model whose first float output is class scores "
+                     "([N, C]); use cosine, sqnr_db, mse or max_abs",
+                     k);
+        goto cleanup;
+    }
     a.cur = res->before;
     res->met = ql_target_met(target, &a.cur);
     bool int16 = prefer_int16, force = false;

@@ -166,6 +166,15 @@ ql_status ql_eval_float(ql_model *m, const ql_dataset *d, const int64_t *labels,
                          g->values[g->outputs[k >= 0 ? k : 0]].name);
             goto cleanup;
         }
+        if (labels && !ql_class_scores(y)) {
+            for (int j = 0; j < g->n_outputs; j++)
+                ql_tensor_free(outs[j]);
+            st = ql_fail(err, QL_ERR_DATA,
+                         "%s: labels need class scores, but output '%s' is not one vector of "
+                         "class scores per sample",
+                         m->path, g->values[g->outputs[k]].name);
+            goto cleanup;
+        }
         res->n_classes = per;
         for (int64_t s = 0; s < count; s++)
             res->pred[first + s] = ql_argmax_f32((const float *)y->data + s * per, per);

@@ -47,6 +47,14 @@ int ql_score_output(const ql_graph *g, const ql_tensor *const *outs)
     return -1;
 }
 
+bool ql_class_scores(const ql_tensor *t)
+{
+    int big = 0;
+    for (int i = 1; i < t->ndim; i++)
+        big += t->dims[i] > 1;
+    return t->ndim >= 2 && big == 1;
+}
+
 /* Values per sample of output tensor t, checked to be a batch of at least n
  * rows (0 when it is not). */
 static int64_t per_sample(const ql_tensor *t, int64_t n)
@@ -63,6 +71,14 @@ ql_status ql_metrics_add_outputs(ql_metrics *m, const ql_graph *g, const ql_tens
     int first = ql_score_output(g, ref);
     if (first < 0)
         return ql_fail(err, QL_ERR_SHAPE, "the model has no float output to compare");
+    if (!ql_class_scores(ref[first])) {
+        if (labels)
+            return ql_fail(err, QL_ERR_DATA,
+                           "labels need class scores, but output '%s' is not one vector of "
+                           "class scores per sample",
+                           g->values[g->outputs[first]].name);
+        m->no_classes = 1;
+    }
     if (g->n_outputs == 1 || first == g->n_outputs - 1) { /* one float output */
         int64_t per = per_sample(ref[first], n);
         if (per <= 0 || !q[first] || q[first]->dtype != QL_F32 || per_sample(q[first], n) != per)
@@ -125,7 +141,12 @@ ql_status ql_metrics_add_outputs(ql_metrics *m, const ql_graph *g, const ql_tens
 
 double ql_metrics_cosine(const ql_metrics *m) { return m->n ? m->cos_sum / (double)m->n : 0.0; }
 double ql_metrics_mse(const ql_metrics *m) { return m->elems ? m->noise / (double)m->elems : 0.0; }
-double ql_metrics_agree(const ql_metrics *m) { return m->n ? (double)m->agree / (double)m->n : 0.0; }
+double ql_metrics_agree(const ql_metrics *m)
+{
+    if (m->no_classes)
+        return NAN;
+    return m->n ? (double)m->agree / (double)m->n : 0.0;
+}
 
 double ql_metrics_sqnr_db(const ql_metrics *m)
 {

@@ -5,6 +5,7 @@
 #ifndef QL_METRICS_H
 #define QL_METRICS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "graph.h"
@@ -20,6 +21,9 @@ typedef struct ql_metrics {
     double sig, noise;    /* sums of ref^2 and (ref - q)^2 */
     int64_t elems;        /* elements compared */
     double max_abs;
+    int64_t no_classes;   /* non-zero when the output top-1 is taken on is not one vector
+                           * of class scores per sample ([N, C] with C > 1, trailing 1s
+                           * allowed): top-1 does not apply, agreement is NaN */
 } ql_metrics;
 
 /* Adds n samples of `per` scores each; labels may be NULL. */
@@ -38,6 +42,10 @@ ql_status ql_metrics_add_outputs(ql_metrics *m, const ql_graph *g, const ql_tens
 /* The first float output of a batch of outputs (the one top-1 is taken
  * on), or -1. */
 int ql_score_output(const ql_graph *g, const ql_tensor *const *outs);
+/* Whether a tensor of per-sample outputs (batch axis first) holds one
+ * vector of class scores per sample: exactly one axis after the batch with
+ * an extent above 1. Top-1 metrics apply only then. */
+bool ql_class_scores(const ql_tensor *t);
 double ql_metrics_cosine(const ql_metrics *m);
 double ql_metrics_mse(const ql_metrics *m);
 /* 10*log10(sum ref^2 / sum (ref-q)^2); +INFINITY when the outputs are identical. */

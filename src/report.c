@@ -81,6 +81,16 @@ static int float_outputs(const ses_eval *e)
     return k;
 }
 
+/* A fraction in a 6-wide column, "-" when it does not apply (NaN: top-1
+ * of an output that is not class scores). */
+static void put_fraction(FILE *f, double v)
+{
+    if (isnan(v))
+        fprintf(f, " %6s", "-");
+    else
+        fprintf(f, " %6.4f", v);
+}
+
 void report_eval(FILE *f, const ql_graph *g, const ses_eval *e, bool stale)
 {
     const ql_metrics *m = &e->m;
@@ -98,7 +108,10 @@ void report_eval(FILE *f, const ql_graph *g, const ses_eval *e, bool stale)
         fprintf(f, "top-1 quant:  %.4f (%lld/%lld)\n", (double)m->correct_q / n,
                 (long long)m->correct_q, (long long)m->n);
     }
-    fprintf(f, "agreement:    %.4f\n", ql_metrics_agree(m));
+    if (m->no_classes)
+        fprintf(f, "agreement:    - (the first output is not class scores)\n");
+    else
+        fprintf(f, "agreement:    %.4f\n", ql_metrics_agree(m));
     fprintf(f, "cosine:       %.6f\n", ql_metrics_cosine(m));
     fprintf(f, "SQNR:         %.2f dB\n", ql_metrics_sqnr_db(m));
     fprintf(f, "MSE:          %.6g\n", ql_metrics_mse(m));
@@ -141,9 +154,10 @@ void report_sensitivity(FILE *f, const ses_sens *x)
             "local_db", "w_share");
     for (int i = 0; i < t->n; i++) {
         const ql_sens_row *r = &t->rows[i];
-        fprintf(f, "%3d  %-*s  %-18s %-5s %9.6f %8.2f %10.4g %6.4f", i + 1, w, r->name, r->op,
+        fprintf(f, "%3d  %-*s  %-18s %-5s %9.6f %8.2f %10.4g", i + 1, w, r->name, r->op,
                 ql_prec_name(r->precision), ql_metrics_cosine(&r->m),
-                ql_metrics_sqnr_db(&r->m), ql_metrics_mse(&r->m), ql_metrics_agree(&r->m));
+                ql_metrics_sqnr_db(&r->m), ql_metrics_mse(&r->m));
+        put_fraction(f, ql_metrics_agree(&r->m));
         if (t->has_labels)
             fprintf(f, " %6.4f", ql_sens_row_metric(r, QL_SM_TOP1));
         fprintf(f, " %8.2f", r->local_sqnr_db);
@@ -506,8 +520,9 @@ ql_status sc_show_eval(session *s, int argc, char **argv, ql_error *err)
 
 static void curve_line(FILE *f, const ql_metrics *m, bool labels)
 {
-    fprintf(f, " %9.6f %8.2f %10.4g %6.4f", ql_metrics_cosine(m), ql_metrics_sqnr_db(m),
-            ql_metrics_mse(m), ql_metrics_agree(m));
+    fprintf(f, " %9.6f %8.2f %10.4g", ql_metrics_cosine(m), ql_metrics_sqnr_db(m),
+            ql_metrics_mse(m));
+    put_fraction(f, ql_metrics_agree(m));
     if (labels)
         fprintf(f, " %6.4f", m->labelled ? (double)m->correct_q / (double)m->labelled : 0.0);
     fputc('\n', f);

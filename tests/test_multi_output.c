@@ -208,6 +208,51 @@ static void test_metrics_join_outputs(void **state)
     ql_tensor_free(qb);
 }
 
+/* Top-1 applies only where the output it is taken on holds one vector of
+ * class scores per sample: elsewhere agreement is NaN, and labels are
+ * refused. */
+static void test_top1_needs_class_scores(void **state)
+{
+    fixture *f = *state;
+    const ql_graph *g = f->m->graph;
+    static const struct {
+        int ndim;
+        int64_t dims[4];
+        bool classes;
+    } shapes[] = {{2, {6, 5}, true},     {4, {6, 5, 1, 1}, true}, {3, {6, 1, 7}, true},
+                  {2, {6, 1}, false},    {1, {6}, false},         {4, {6, 4, 3, 3}, false},
+                  {3, {6, 2, 2}, false}};
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        ql_tensor *t = ql_tensor_new(QL_F32, shapes[i].ndim, shapes[i].dims);
+        if (ql_class_scores(t) != shapes[i].classes)
+            fail_msg("shape %zu: class scores %d, expected %d", i, !shapes[i].classes,
+                     shapes[i].classes);
+        ql_tensor_free(t);
+    }
+    /* the dense tensor first: no top-1 */
+    tu_rng r = {77};
+    int64_t d0[2] = {6, 5}, d1[4] = {6, 4, 3, 3};
+    ql_tensor *ra = filled(2, d0, &r, -3, 3), *rb = filled(4, d1, &r, 0, 1);
+    const ql_tensor *ref[2] = {rb, ra}, *q[2] = {rb, ra};
+    ql_metrics m = {0};
+    ql_error err = {{0}};
+    assert_int_equal(ql_metrics_add_outputs(&m, g, ref, q, 6, NULL, &err), QL_OK);
+    assert_true(m.no_classes != 0);
+    assert_true(isnan(ql_metrics_agree(&m)));
+    assert_true(m.noise == 0 && ql_metrics_cosine(&m) == 1.0);
+    int64_t labels[6] = {0, 1, 2, 3, 4, 0};
+    ql_metrics m2 = {0};
+    assert_int_equal(ql_metrics_add_outputs(&m2, g, ref, q, 6, labels, &err), QL_ERR_DATA);
+    assert_non_null(strstr(err.msg, "labels need class scores"));
+    /* class scores first: top-1 as usual */
+    const ql_tensor *ref3[2] = {ra, rb};
+    ql_metrics m3 = {0};
+    assert_int_equal(ql_metrics_add_outputs(&m3, g, ref3, ref3, 6, labels, &err), QL_OK);
+    assert_true(m3.no_classes == 0 && ql_metrics_agree(&m3) == 1.0);
+    ql_tensor_free(ra);
+    ql_tensor_free(rb);
+}
+
 /* ---- evaluation and sensitivity on the two-output model ---------------------- */
 
 /* Both outputs of the model on every sample under plan (NULL: float), a
@@ -403,6 +448,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_metrics_join_outputs),
+        cmocka_unit_test(test_top1_needs_class_scores),
         cmocka_unit_test(test_eval_compare_both_outputs),
         cmocka_unit_test(test_sensitivity_both_outputs),
     };
