@@ -105,6 +105,7 @@ static void cast_from_int(const ql_tensor *x, void *y, ql_dtype to, int64_t n)
 static ql_status cast_run(const ql_node *n, const ql_tensor *const *in, ql_tensor *const *out,
                           ql_exec_ctx *ctx, ql_error *err)
 {
+    (void)n;
     (void)ctx;
     (void)err;
     int64_t cnt = ql_tensor_numel(in[0]);
@@ -114,7 +115,6 @@ static ql_status cast_run(const ql_node *n, const ql_tensor *const *in, ql_tenso
         cast_from_float(in[0]->data, out[0]->data, out[0]->dtype, cnt);
     else
         cast_from_int(in[0], out[0]->data, out[0]->dtype, cnt);
-    (void)n;
     return QL_OK;
 }
 
