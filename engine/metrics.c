@@ -6,36 +6,53 @@
 #include "evaluate.h"
 #include "tensor.h"
 
+/* One sample's sums, over one or more stretches of its outputs. */
+typedef struct sample_sums {
+    double dot, na, nb, noise;
+} sample_sums;
+
+static void sums_add(sample_sums *s, ql_metrics *m, const float *a, const float *b, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        double x = a[i], y = b[i], d = x - y;
+        s->dot += x * y;
+        s->na += x * x;
+        s->nb += y * y;
+        s->noise += d * d;
+        if (fabs(d) > m->max_abs)
+            m->max_abs = fabs(d);
+    }
+    m->elems += n;
+}
+
+/* Ends a sample: its cosine and sums, and top-1 on its scores a and b. */
+static void sample_end(ql_metrics *m, const sample_sums *s, const float *a, const float *b,
+                       int64_t per, const int64_t *label)
+{
+    if (s->na == 0 && s->nb == 0)
+        m->cos_sum += 1.0;
+    else if (s->na > 0 && s->nb > 0)
+        m->cos_sum += s->dot / (sqrt(s->na) * sqrt(s->nb));
+    m->sig += s->na;
+    m->noise += s->noise;
+    int64_t pa = ql_argmax_f32(a, per), pb = ql_argmax_f32(b, per);
+    m->agree += pa == pb;
+    if (label) {
+        m->labelled++;
+        m->correct_ref += pa == *label;
+        m->correct_q += pb == *label;
+    }
+    m->n++;
+}
+
 void ql_metrics_add(ql_metrics *m, const float *ref, const float *q, int64_t n, int64_t per,
                     const int64_t *labels)
 {
     for (int64_t s = 0; s < n; s++) {
         const float *a = ref + s * per, *b = q + s * per;
-        double dot = 0, na = 0, nb = 0, noise = 0;
-        for (int64_t i = 0; i < per; i++) {
-            double x = a[i], y = b[i], d = x - y;
-            dot += x * y;
-            na += x * x;
-            nb += y * y;
-            noise += d * d;
-            if (fabs(d) > m->max_abs)
-                m->max_abs = fabs(d);
-        }
-        if (na == 0 && nb == 0)
-            m->cos_sum += 1.0;
-        else if (na > 0 && nb > 0)
-            m->cos_sum += dot / (sqrt(na) * sqrt(nb));
-        m->sig += na;
-        m->noise += noise;
-        m->elems += per;
-        int64_t pa = ql_argmax_f32(a, per), pb = ql_argmax_f32(b, per);
-        m->agree += pa == pb;
-        if (labels) {
-            m->labelled++;
-            m->correct_ref += pa == labels[s];
-            m->correct_q += pb == labels[s];
-        }
-        m->n++;
+        sample_sums sums = {0};
+        sums_add(&sums, m, a, b, per);
+        sample_end(m, &sums, a, b, per, labels ? labels + s : NULL);
     }
 }
 
@@ -79,15 +96,6 @@ ql_status ql_metrics_add_outputs(ql_metrics *m, const ql_graph *g, const ql_tens
                            g->values[g->outputs[first]].name);
         m->no_classes = 1;
     }
-    if (g->n_outputs == 1 || first == g->n_outputs - 1) { /* one float output */
-        int64_t per = per_sample(ref[first], n);
-        if (per <= 0 || !q[first] || q[first]->dtype != QL_F32 || per_sample(q[first], n) != per)
-            return ql_fail(err, QL_ERR_SHAPE,
-                           "output '%s' is not a float batch of per-sample values",
-                           g->values[g->outputs[first]].name);
-        ql_metrics_add(m, ref[first]->data, q[first]->data, n, per, labels);
-        return QL_OK;
-    }
     int64_t per[64];
     if (g->n_outputs > 64)
         return ql_fail(err, QL_ERR_UNSUPPORTED, "too many outputs");
@@ -102,39 +110,14 @@ ql_status ql_metrics_add_outputs(ql_metrics *m, const ql_graph *g, const ql_tens
                            g->values[g->outputs[j]].name);
     }
     for (int64_t s = 0; s < n; s++) {
-        double dot = 0, na = 0, nb = 0, noise = 0;
-        for (int j = 0; j < g->n_outputs; j++) {
-            if (!per[j])
-                continue;
-            const float *a = (const float *)ref[j]->data + s * per[j];
-            const float *b = (const float *)q[j]->data + s * per[j];
-            for (int64_t i = 0; i < per[j]; i++) {
-                double x = a[i], y = b[i], d = x - y;
-                dot += x * y;
-                na += x * x;
-                nb += y * y;
-                noise += d * d;
-                if (fabs(d) > m->max_abs)
-                    m->max_abs = fabs(d);
-            }
-            m->elems += per[j];
-        }
-        if (na == 0 && nb == 0)
-            m->cos_sum += 1.0;
-        else if (na > 0 && nb > 0)
-            m->cos_sum += dot / (sqrt(na) * sqrt(nb));
-        m->sig += na;
-        m->noise += noise;
-        const float *a = (const float *)ref[first]->data + s * per[first];
-        const float *b = (const float *)q[first]->data + s * per[first];
-        int64_t pa = ql_argmax_f32(a, per[first]), pb = ql_argmax_f32(b, per[first]);
-        m->agree += pa == pb;
-        if (labels) {
-            m->labelled++;
-            m->correct_ref += pa == labels[s];
-            m->correct_q += pb == labels[s];
-        }
-        m->n++;
+        sample_sums sums = {0};
+        for (int j = 0; j < g->n_outputs; j++)
+            if (per[j])
+                sums_add(&sums, m, (const float *)ref[j]->data + s * per[j],
+                         (const float *)q[j]->data + s * per[j], per[j]);
+        sample_end(m, &sums, (const float *)ref[first]->data + s * per[first],
+                   (const float *)q[first]->data + s * per[first], per[first],
+                   labels ? labels + s : NULL);
     }
     return QL_OK;
 }

@@ -145,6 +145,40 @@ ql_status ql_sens_table_write_csv(const ql_sens_table *t, const char *path, ql_e
     return ql_outfile_commit(&o, err);
 }
 
+/* The curve's CSV: step 0 is the config as given. */
+static void put_metrics(FILE *f, const ql_metrics *m)
+{
+    put_num(f, ql_metrics_cosine(m), true);
+    put_num(f, ql_metrics_mse(m), true);
+    put_num(f, ql_metrics_sqnr_db(m), true);
+    put_num(f, m->max_abs, true);
+    put_num(f, ql_metrics_agree(m), true);
+    put_num(f, m->labelled ? (double)m->correct_q / (double)m->labelled : NAN, m->labelled > 0);
+    fputc('\n', f);
+}
+
+ql_status ql_curve_write_csv(const ql_curve *c, const char *path, ql_error *err)
+{
+    ql_outfile o;
+    ql_status st = ql_outfile_open(&o, path, err);
+    if (st != QL_OK)
+        return st;
+    FILE *f = o.f;
+    fputs("step,layer,op,from,to,cosine,mse,sqnr_db,max_abs,top1_agree,top1\n", f);
+    fputs("0,,,,", f); /* the config as given */
+    put_metrics(f, &c->base);
+    for (int k = 0; k < c->n; k++) {
+        const ql_curve_step *s = &c->steps[k];
+        fprintf(f, "%d,", k + 1);
+        csv_fwrite(f, s->name, strlen(s->name));
+        fputc(',', f);
+        csv_fwrite(f, s->op, strlen(s->op));
+        fprintf(f, ",%s,%s", ql_prec_name(s->from), ql_prec_name(s->to));
+        put_metrics(f, &s->m);
+    }
+    return ql_outfile_commit(&o, err);
+}
+
 /* ---- targets ------------------------------------------------------------------- */
 
 /* Target metrics: name, whether higher is better, and the best value a

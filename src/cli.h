@@ -50,6 +50,9 @@ void cli_phases_finish(cli_phases *p);
 /* Adds key: v to a JSON object, or null when !have or v is not finite. */
 struct cJSON;
 void cli_json_number(struct cJSON *o, const char *key, double v, int have);
+/* Prints o (indented) and a newline on stdout and deletes o; 0, or -1 when
+ * out of memory. */
+int cli_json_print(struct cJSON *o);
 /* Log callback: "qlens CMD: msg" on stderr; user is the command name. */
 void cli_log(void *user, const char *msg);
 

@@ -189,6 +189,17 @@ int cli_run_opt(const char *cmd, int c, const char *arg, cli_run_opts *o)
     }
 }
 
+int cli_json_print(cJSON *o)
+{
+    char *s = cJSON_Print(o);
+    cJSON_Delete(o);
+    if (!s)
+        return -1;
+    printf("%s\n", s);
+    free(s);
+    return 0;
+}
+
 void cli_json_number(cJSON *o, const char *key, double v, int have)
 {
     if (have && isfinite(v))

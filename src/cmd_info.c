@@ -85,13 +85,7 @@ static int print_json(const ql_model *m)
     }
     cJSON_AddNumberToObject(root, "total_params", (double)params);
     cJSON_AddNumberToObject(root, "total_macs", (double)macs);
-    char *s = cJSON_Print(root);
-    int rc = s ? 0 : 1;
-    if (s)
-        printf("%s\n", s);
-    free(s);
-    cJSON_Delete(root);
-    return rc;
+    return cli_json_print(root) == 0 ? 0 : 1;
 }
 
 /* Widens *w to fit s. */

@@ -116,13 +116,7 @@ static int print_json(const ql_plugins *ps, int path_only)
             }
         }
     }
-    char *s = cJSON_Print(root);
-    int rc = s ? 0 : 1;
-    if (s)
-        printf("%s\n", s);
-    free(s);
-    cJSON_Delete(root);
-    return rc;
+    return cli_json_print(root) == 0 ? 0 : 1;
 }
 
 int cmd_plugins(int argc, char **argv)

@@ -85,13 +85,7 @@ static int print_json(const ql_sens_table *t, const char *model)
         cJSON_AddItemToArray(rows, e);
     }
     cJSON_AddItemToObject(o, "rows", rows);
-    char *s = cJSON_Print(o);
-    cJSON_Delete(o);
-    if (!s)
-        return -1;
-    printf("%s\n", s);
-    free(s);
-    return 0;
+    return cli_json_print(o);
 }
 
 static void curve_metrics_json(cJSON *e, const ql_metrics *m)
@@ -137,13 +131,7 @@ static int print_curve_json(const ses_curve *x, const char *model)
         cJSON_AddItemToArray(steps, e);
     }
     cJSON_AddItemToObject(o, "steps", steps);
-    char *s = cJSON_Print(o);
-    cJSON_Delete(o);
-    if (!s)
-        return -1;
-    printf("%s\n", s);
-    free(s);
-    return 0;
+    return cli_json_print(o);
 }
 
 int cmd_sensitivity(int argc, char **argv)
