@@ -95,8 +95,14 @@ ql_status ql_sens_curve(ql_model *m, const ql_qnet *q, const ql_qconfig *c,
                                                  .from = prec[l],
                                                  .to = cv->to};
     }
-    if ((st = measure(m, q, c, d, labels, o, &cv->base, err)) != QL_OK)
-        goto done;
+    cv->n_total = total;
+    if ((st = measure(m, q, c, d, labels, o, &cv->base, err)) != QL_OK) {
+        if (st != QL_ERR_CANCELLED)
+            goto done;
+        st = QL_OK; /* nothing measured: partial, no step done */
+        cv->partial = true;
+        total = 0;
+    }
     ql_calib_opts co = {.n_threads = o->n_threads, .batch = o->batch, .cancel = o->cancel};
     for (int k = 0; k < total; k++) {
         if (o->progress && !o->progress(o->progress_user, k, total)) {
@@ -127,6 +133,7 @@ ql_status ql_sens_curve(ql_model *m, const ql_qnet *q, const ql_qconfig *c,
         ql_qconfig_free(dc);
         if (st == QL_ERR_CANCELLED) {
             st = QL_OK;
+            s->m = (ql_metrics){0};
             cv->partial = true;
             break;
         }

@@ -146,15 +146,16 @@ ql_status ql_sens_table_write_csv(const ql_sens_table *t, const char *path, ql_e
 }
 
 /* The curve's CSV: step 0 is the config as given. */
-static void put_metrics(FILE *f, const ql_metrics *m)
+static void put_metrics(FILE *f, const ql_metrics *m, bool done)
 {
-    put_num(f, ql_metrics_cosine(m), true);
-    put_num(f, ql_metrics_mse(m), true);
-    put_num(f, ql_metrics_sqnr_db(m), true);
-    put_num(f, m->max_abs, true);
-    put_num(f, ql_metrics_agree(m), true);
-    put_num(f, m->labelled ? (double)m->correct_q / (double)m->labelled : NAN, m->labelled > 0);
-    fputc('\n', f);
+    put_num(f, ql_metrics_cosine(m), done);
+    put_num(f, ql_metrics_mse(m), done);
+    put_num(f, ql_metrics_sqnr_db(m), done);
+    put_num(f, m->max_abs, done);
+    put_num(f, ql_metrics_agree(m), done);
+    put_num(f, m->labelled ? (double)m->correct_q / (double)m->labelled : NAN,
+            done && m->labelled > 0);
+    fprintf(f, ",%d\n", done ? 1 : 0);
 }
 
 ql_status ql_curve_write_csv(const ql_curve *c, const char *path, ql_error *err)
@@ -164,17 +165,17 @@ ql_status ql_curve_write_csv(const ql_curve *c, const char *path, ql_error *err)
     if (st != QL_OK)
         return st;
     FILE *f = o.f;
-    fputs("step,layer,op,from,to,cosine,mse,sqnr_db,max_abs,top1_agree,top1\n", f);
+    fputs("step,layer,op,from,to,cosine,mse,sqnr_db,max_abs,top1_agree,top1,done\n", f);
     fputs("0,,,,", f); /* the config as given */
-    put_metrics(f, &c->base);
-    for (int k = 0; k < c->n; k++) {
+    put_metrics(f, &c->base, c->base.n > 0);
+    for (int k = 0; k < c->n_total; k++) {
         const ql_curve_step *s = &c->steps[k];
         fprintf(f, "%d,", k + 1);
         csv_fwrite(f, s->name, strlen(s->name));
         fputc(',', f);
         csv_fwrite(f, s->op, strlen(s->op));
         fprintf(f, ",%s,%s", ql_prec_name(s->from), ql_prec_name(s->to));
-        put_metrics(f, &s->m);
+        put_metrics(f, &s->m, k < c->n);
     }
     return ql_outfile_commit(&o, err);
 }

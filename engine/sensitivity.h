@@ -167,6 +167,8 @@ typedef struct ql_curve {
     ql_sens_mode ranked_mode; /* the mode of the table that ranked the layers */
     ql_metrics base;       /* the config as given */
     int n;                 /* steps measured */
+    int n_total;           /* steps planned: after a cancel, steps[n..n_total) were not
+                            * measured (m.n == 0) */
     ql_curve_step *steps;  /* owned, in the order raised */
     bool partial;          /* cancelled before the last step */
     int64_t samples;
@@ -182,15 +184,16 @@ typedef struct ql_curve {
  * encodings brought in line from c's in one step from stats (required), as
  * `set layer L precision P` makes them. Uses o->n_threads, batch, cancel
  * and progress (called with the steps done); on cancel returns QL_OK with
- * the steps done and partial set. */
+ * the steps done and partial set (the others listed after them). */
 ql_status ql_sens_curve(ql_model *m, const ql_qnet *q, const ql_qconfig *c,
                         const ql_sens_table *ranked, const ql_calib_stats *stats,
                         const ql_plugins *ps, const ql_dataset *d, const int64_t *labels,
                         bool to_int16, int max_steps, const ql_sens_opts *o, ql_curve **out,
                         ql_error *err);
 void ql_curve_free(ql_curve *c);
-/* CSV (libcsv quoting): step,layer,op,from,to and the metrics; step 0 is
- * the config as given. Written atomically. */
+/* CSV (libcsv quoting): step,layer,op,from,to, the metrics and done; step
+ * 0 is the config as given; steps not measured have no metrics and done=0.
+ * Written atomically. */
 ql_status ql_curve_write_csv(const ql_curve *c, const char *path, ql_error *err);
 
 #define QL_MARCH_NAMES "nash-b-lite, nash-b, nash-b-plus, nash-e, nash-m, nash-h or nash-p"

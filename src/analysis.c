@@ -240,8 +240,9 @@ static bool curve_progress(void *user, int64_t done, int64_t total)
 
 ql_status sc_curve(session *s, int argc, char **argv, ql_error *err)
 {
-    enum { PREFER, STEPS, N_OPTS };
-    command_opt o[N_OPTS] = {{"prefer", false, -1}, {"steps", false, -1}};
+    enum { PREFER, STEPS, PARTIAL, N_OPTS };
+    command_opt o[N_OPTS] = {{"prefer", false, -1}, {"steps", false, -1},
+                             {"keep-partial", true, -1}};
     bool to_int16 = false;
     long steps = 0;
     ql_status st;
@@ -276,7 +277,8 @@ ql_status sc_curve(session *s, int argc, char **argv, ql_error *err)
     if ((st = ql_sens_curve(x->m, x->q, s->cur.cfg, t, s->cur.stats->s, s->plugins, &sub,
                             d->labels, to_int16, (int)steps, &so, &c, err)) != QL_OK)
         return st;
-    if (c->partial || session_cancelled(s)) {
+    /* a cancelled curve fails and changes nothing, unless the steps done are wanted */
+    if ((c->partial || session_cancelled(s)) && o[PARTIAL].at < 0) {
         ql_curve_free(c);
         return ql_fail(err, QL_ERR_CANCELLED, "cancelled");
     }

@@ -115,9 +115,10 @@ static int print_curve_json(const ses_curve *x, const char *model)
     cJSON_AddStringToObject(o, "metric", ql_sens_metric_name(x->ranked_by));
     cJSON_AddStringToObject(o, "to", ql_prec_name(c->to));
     cJSON_AddNumberToObject(o, "samples", (double)c->samples);
+    cJSON_AddBoolToObject(o, "partial", c->partial);
     curve_metrics_json(base, &c->base);
     cJSON_AddItemToObject(o, "base", base);
-    for (int k = 0; k < c->n; k++) {
+    for (int k = 0; k < c->n_total; k++) {
         const ql_curve_step *s = &c->steps[k];
         cJSON *e = cJSON_CreateObject();
         if (!e)
@@ -127,7 +128,9 @@ static int print_curve_json(const ses_curve *x, const char *model)
         cJSON_AddStringToObject(e, "op", s->op);
         cJSON_AddStringToObject(e, "from", ql_prec_name(s->from));
         cJSON_AddStringToObject(e, "to", ql_prec_name(s->to));
-        curve_metrics_json(e, &s->m);
+        if (k < c->n)
+            curve_metrics_json(e, &s->m);
+        cJSON_AddBoolToObject(e, "done", k < c->n);
         cJSON_AddItemToArray(steps, e);
     }
     cJSON_AddItemToObject(o, "steps", steps);
@@ -283,6 +286,7 @@ int cmd_sensitivity(int argc, char **argv)
         cli_words(&kl, "curve", (const char *)NULL);
         cli_opt(&kl, "prefer", prefer);
         cli_opt(&kl, "steps", steps_s);
+        cli_words(&kl, "keep-partial", (const char *)NULL);
         if (out) {
             ol.n = 0;
             cli_words(&ol, "export", "csv", "curve", out, (const char *)NULL);
@@ -312,11 +316,17 @@ int cmd_sensitivity(int argc, char **argv)
             (out && (st = cli_exec(&cs, &ol, false)) != QL_OK))
             goto fail;
         cli_phases_finish(&cs.phases);
+        const ql_curve *cv = cs.s->cur.curve->c;
         if (json && print_curve_json(cs.s->cur.curve, cs.s->cur.model->m->path) != 0) {
             cli_error("sensitivity", "out of memory printing the curve");
             goto done;
         }
         rc = 0;
+        if (cv->partial) {
+            fprintf(stderr, "qlens sensitivity: interrupted: %d of %d steps done%s\n", cv->n,
+                    cv->n_total, out ? " (the CSV lists the rest with done=0)" : "");
+            rc = 130;
+        }
         goto done;
     }
     if ((st = cli_exec(&cs, &dl, false)) != QL_OK || (st = cli_exec(&cs, &sl, !json)) != QL_OK ||

@@ -51,10 +51,10 @@ typedef ql_status (*command_fn)(session *s, int argc, char **argv, ql_error *err
       CMDF_CHANGES, sc_sensitivity,                                                           \
       "per-layer sensitivity on the first N evaluation samples, worst first by metric; modes " \
       "single, all-but, weights, activations; keep-partial keeps the rows done when cancelled") \
-    X("curve", "[prefer float|int16] [steps N]", CMDF_CHANGES, sc_curve,                      \
+    X("curve", "[prefer float|int16] [steps N] [keep-partial]", CMDF_CHANGES, sc_curve,       \
       "the cumulative curve of the last sensitivity table: its layers, most sensitive first, "  \
       "set one after another to float (or int16), the model measured after each step on the "  \
-      "table's samples")                                                                       \
+      "table's samples; keep-partial keeps the steps done when cancelled")                     \
     X("autoprec", "TARGET [prefer int16|float] [march M]", CMDF_CHANGES, sc_autoprec,         \
       "raise the most sensitive layers' precision until TARGET holds, e.g. cosine>=0.999 or "  \
       "top1_drop<=0.5; with march, rank by gain per cost on M")                                \

@@ -536,11 +536,14 @@ void report_curve(FILE *f, const ses_curve *x)
         int n = (int)strlen(c->steps[k].name);
         w = n > w ? n : w;
     }
-    fprintf(f, "curve: %d steps to %s, most sensitive first (%s table by %s), %lld samples\n",
+    fprintf(f, "curve: %d steps to %s, most sensitive first (%s table by %s), %lld samples%s\n",
             c->n, ql_prec_name(c->to), ql_sens_mode_name(c->ranked_mode),
-            ql_sens_metric_name(x->ranked_by), (long long)c->samples);
+            ql_sens_metric_name(x->ranked_by), (long long)c->samples,
+            c->partial ? " (cancelled: partial)" : "");
     fprintf(f, "%4s  %-*s  %-18s %-14s %9s %8s %10s %6s%s\n", "step", w, "layer", "op", "change",
             "cosine", "sqnr_db", "mse", "agree", c->has_labels ? "   top1" : "");
+    if (c->base.n == 0)
+        return; /* cancelled before anything was measured */
     fprintf(f, "%4d  %-*s  %-18s %-14s", 0, w, "(the config)", "", "");
     curve_line(f, &c->base, c->has_labels);
     for (int k = 0; k < c->n; k++) {
@@ -550,6 +553,8 @@ void report_curve(FILE *f, const ses_curve *x)
         fprintf(f, "%4d  %-*s  %-18s %-14s", k + 1, w, s->name, s->op, change);
         curve_line(f, &s->m, c->has_labels);
     }
+    if (c->n < c->n_total)
+        fprintf(f, "not measured: %d steps\n", c->n_total - c->n);
 }
 
 ql_status sc_show_curve(session *s, int argc, char **argv, ql_error *err)

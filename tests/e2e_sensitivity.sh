@@ -150,9 +150,9 @@ check "failed autoprec wrote nothing" '[ ! -e "$tmp/x.json" ]'
 expect_ok "cumulative to float" "$QLENS" sensitivity "$model" --data "$ex/eval.npy" \
     --labels "$ex/eval_labels.npy" -c "$cfg" --limit 64 --mode cumulative -o "$tmp/curve.csv"
 check "curve CSV: header, the config and one step per layer" \
-    '[ "$(head -n 1 "$tmp/curve.csv")" = "step,layer,op,from,to,cosine,mse,sqnr_db,max_abs,top1_agree,top1" ] && [ "$(wc -l <"$tmp/curve.csv")" = 19 ] && sed -n 2p "$tmp/curve.csv" | grep -q "^0,,,,,"'
+    '[ "$(head -n 1 "$tmp/curve.csv")" = "step,layer,op,from,to,cosine,mse,sqnr_db,max_abs,top1_agree,top1,done" ] && [ "$(wc -l <"$tmp/curve.csv")" = 19 ] && sed -n 2p "$tmp/curve.csv" | grep -q "^0,,,,,"'
 check "curve to float ends at the float model (no error left)" \
-    'tail -n 1 "$tmp/curve.csv" | awk -F, "\$1 == 17 && \$5 == \"float\" && \$6 == 1 && \$7 == 0 && \$8 == \"inf\" { ok = 1 } END { exit !ok }"'
+    'tail -n 1 "$tmp/curve.csv" | awk -F, "\$1 == 17 && \$5 == \"float\" && \$6 == 1 && \$7 == 0 && \$8 == \"inf\" && \$12 == 1 { ok = 1 } END { exit !ok }"'
 check "curve report printed" 'grep -q "^curve: 17 steps to float, most sensitive first (single table by cosine), 64 samples" "$tmp/out"'
 expect_ok "cumulative to int16, all-but ranking, json" "$QLENS" sensitivity "$model" \
     --data "$ex/eval.npy" -c "$cfg" --limit 32 --mode cumulative --rank all-but \

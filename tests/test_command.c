@@ -624,7 +624,17 @@ static void test_cancel(void **state)
     check_cancelled(t, &c, "eval");
     check_cancelled(t, &c, "sensitivity limit 20");
     check_cancelled(t, &c, "curve steps 4");
-    check_cancelled(t, &c, "autoprec cosine>=0.99999");
+    /* keep-partial: the steps measured before the cancel become the curve */
+    c.flag = 0;
+    c.calls = 0;
+    c.after = 3; /* progress before steps 1, 2 and 3: cancelled during step 3 */
+    run_quiet(t, "curve steps 4 keep-partial");
+    assert_non_null(t->s->cur.curve);
+    assert_true(t->s->cur.curve->c->partial);
+    assert_int_equal(t->s->cur.curve->c->n_total, 4);
+    assert_true(t->s->cur.curve->c->n < 4);
+    c.flag = 0;
+    c.after = 1 << 30;
     check_cancelled(t, &c, "calibrate algo mse weight-bits 6"); /* statistics kept */
     run_quiet(t, "data calib ${EX}/calib.npy limit 96"); /* new data: statistics dropped */
     check_cancelled(t, &c, "calibrate algo mse");

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -227,6 +228,25 @@ static void test_cancel_and_errors(void **state)
                      QL_OK);
     assert_true(c->partial);
     assert_int_equal(c->n, 2);
+    assert_int_equal(c->n_total, t->n);
+    /* the CSV lists every step, those not measured with done=0 */
+    char path[] = "/tmp/qlens-curve-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(ql_curve_write_csv(c, path, &err), QL_OK);
+    FILE *fp = fopen(path, "r");
+    char line[512];
+    int rows = 0, done = 0;
+    while (fgets(line, sizeof line, fp)) {
+        size_t len = strlen(line);
+        rows++;
+        done += len >= 3 && strcmp(line + len - 3, ",1\n") == 0;
+    }
+    fclose(fp);
+    unlink(path);
+    assert_int_equal(rows, 1 + 1 + t->n);
+    assert_int_equal(done, 1 + 2); /* the config and the two steps */
     ql_curve_free(c);
     c = NULL;
     assert_int_equal(ql_sens_curve(f->m, f->q, f->c, t, NULL, f->ps, f->eval, f->labels, false,
