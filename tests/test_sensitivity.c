@@ -134,115 +134,112 @@ static ql_qconfig *with_prec(sf_fixture *f, const ql_qconfig *c, int l, ql_prec 
     return d;
 }
 
+/* Single and all-but rows, and the local figures, against full runs: the
+ * float run (every layer's output kept) once, then per layer its single
+ * plan (the single row, and the local figures' signal and noise), only its
+ * weights, only its output quantizer, and the config with it set to float
+ * (the all-but row). */
 static void test_matches_reference(void **state)
 {
     sf_fixture *f = *state;
     ql_error err = {{0}};
     const ql_qnet *q = f->q;
+    int nl = q->n_layers;
     ql_qsim *full = NULL;
     assert_int_equal(ql_qsim_build(q, f->c, &full, &err), QL_OK);
     size_t nv = (size_t)q->g->n_values;
-    const ql_encoding **act = calloc(nv, sizeof *act), **sact = calloc(nv, sizeof *sact);
-    const ql_tensor **cst = calloc(nv, sizeof *cst), **scst = calloc(nv, sizeof *scst);
+    const ql_encoding **act = calloc(nv, sizeof *act);
+    const ql_tensor **cst = calloc(nv, sizeof *cst);
+    ql_sens_table *t[2];
+    for (int mode = 0; mode < 2; mode++)
+        t[mode] = sf_analyse(f, f->c, (ql_sens_mode)mode, 2, false, 0);
+    int *outv = malloc((size_t)nl * sizeof *outv);
+    for (int l = 0; l < nl; l++)
+        outv[l] = q->layers[l].out_value;
+    ql_tensor *yf[SF_BATCHES], **wf = calloc((size_t)nl * SF_BATCHES, sizeof *wf);
+    sf_ref_run(f, NULL, nl, outv, yf, wf);
     int unchanged = 0;
-    for (int mode = 0; mode < 2; mode++) {
-        ql_sens_table *t = sf_analyse(f, f->c, (ql_sens_mode)mode, 2, false, 0);
-        for (int l = 0; l < q->n_layers; l++) {
-            const ql_qlayer *L = &q->layers[l];
-            ql_tensor *yf[SF_BATCHES], *wf[SF_BATCHES], *yq[SF_BATCHES], *wq[SF_BATCHES];
-            /* all-but: what the config with this layer float computes */
-            ql_qconfig *cl = NULL;
-            ql_qsim *lsim = NULL;
-            ql_exec_quant plan;
-            if (mode == QL_SENS_SINGLE) {
+    for (int l = 0; l < nl; l++) {
+        const ql_qlayer *L = &q->layers[l];
+        ql_metrics m[2];
+        double sig = 0, noise = 0, wn = 0, an = 0;
+        for (int k = 0; k < 3; k++) {
+            memset(act, 0, nv * sizeof *act);
+            memset(cst, 0, nv * sizeof *cst);
+            if (k == 0) {
                 ref_plan(q, full, l, act, cst);
-                plan = (ql_exec_quant){(const struct ql_encoding *const *)act, cst};
+            } else if (k == 1) {
+                if (L->weight_value < 0)
+                    continue;
+                cst[L->weight_value] = full->constants[L->weight_value];
+                if (L->bias_value >= 0)
+                    cst[L->bias_value] = full->constants[L->bias_value];
             } else {
-                cl = with_prec(f, f->c, l, QL_PREC_FLOAT, NULL);
-                assert_int_equal(ql_qsim_build(q, cl, &lsim, &err), QL_OK);
-                plan = lsim->plan;
+                act[L->out_value] = full->act[L->out_value];
             }
-            sf_ref_run(f, NULL, 1, &L->out_value, yf, wf);
-            sf_ref_run(f, &plan, 1, &L->out_value, yq, wq);
-            ql_metrics m = sf_metrics(f, yf, yq);
+            ql_exec_quant p = {(const struct ql_encoding *const *)act, cst};
+            ql_tensor *yq[SF_BATCHES], *wq[SF_BATCHES];
+            sf_ref_run(f, &p, 1, &L->out_value, yq, wq);
+            if (k == 0)
+                m[QL_SENS_SINGLE] = sf_metrics(f, yf, yq);
             for (int b = 0; b < SF_BATCHES; b++) {
+                double s = 0, n = sum_sq(wf[l * SF_BATCHES + b], wq[b], &s);
+                if (k == 0) {
+                    sig += s;
+                    noise += n;
+                } else {
+                    *(k == 1 ? &wn : &an) += n;
+                }
                 ql_tensor_free(yq[b]);
                 ql_tensor_free(wq[b]);
             }
-            ql_qsim_free(lsim);
-            ql_qconfig_free(cl);
-            const ql_sens_row *r = &t->rows[l];
+        }
+        /* all-but: what the config with this layer float computes */
+        ql_qconfig *cl = with_prec(f, f->c, l, QL_PREC_FLOAT, NULL);
+        m[QL_SENS_ALL_BUT] = sf_config_metrics(f, cl, yf);
+        ql_qconfig_free(cl);
+        double local = noise == 0 ? INFINITY : 10.0 * log10(sig / noise);
+        double share = L->weight_value < 0 || wn + an == 0 ? NAN : wn / (wn + an);
+        for (int mode = 0; mode < 2; mode++) {
+            const ql_sens_row *r = &t[mode]->rows[l];
             assert_int_equal(r->layer, l);
-            if (memcmp(&m, &r->m, sizeof m) != 0)
+            if (memcmp(&m[mode], &r->m, sizeof m[mode]) != 0)
                 fail_msg("%s layer %s: cosine %.17g (reference %.17g)",
                          ql_sens_mode_name((ql_sens_mode)mode), L->name,
-                         ql_metrics_cosine(&r->m), ql_metrics_cosine(&m));
+                         ql_metrics_cosine(&r->m), ql_metrics_cosine(&m[mode]));
             /* a raise that changes no quantizer has the config's metrics */
             if (mode == QL_SENS_ALL_BUT) {
                 assert_int_equal(r->raised_to, QL_PREC_FLOAT);
                 if (r->unchanged) {
                     unchanged++;
-                    assert_memory_equal(&r->m, &t->base, sizeof r->m);
+                    assert_memory_equal(&r->m, &t[mode]->base, sizeof r->m);
                 }
             }
             /* local figures: the layer's output with its single plan, with
              * only its weights, with only its output quantizer */
-            double sig = 0, noise = 0, wn = 0, an = 0;
-            ref_plan(q, full, l, sact, scst);
-            for (int k = 0; k < 3; k++) {
-                memset(act, 0, nv * sizeof *act);
-                memset(cst, 0, nv * sizeof *cst);
-                ql_exec_quant p = {(const struct ql_encoding *const *)act, cst};
-                if (k == 0) {
-                    p.act = (const struct ql_encoding *const *)sact;
-                    p.constants = scst;
-                } else if (k == 1) {
-                    if (L->weight_value < 0)
-                        continue;
-                    cst[L->weight_value] = full->constants[L->weight_value];
-                    if (L->bias_value >= 0)
-                        cst[L->bias_value] = full->constants[L->bias_value];
-                } else {
-                    act[L->out_value] = full->act[L->out_value];
-                }
-                sf_ref_run(f, &p, 1, &L->out_value, yq, wq);
-                for (int b = 0; b < SF_BATCHES; b++) {
-                    double s = 0, n = sum_sq(wf[b], wq[b], &s);
-                    if (k == 0) {
-                        sig += s;
-                        noise += n;
-                    } else {
-                        *(k == 1 ? &wn : &an) += n;
-                    }
-                    ql_tensor_free(yq[b]);
-                    ql_tensor_free(wq[b]);
-                }
-            }
-            double local = noise == 0 ? INFINITY : 10.0 * log10(sig / noise);
-            double share = L->weight_value < 0 || wn + an == 0 ? NAN : wn / (wn + an);
             if (memcmp(&local, &r->local_sqnr_db, sizeof local) != 0 ||
                 memcmp(&share, &r->weight_share, sizeof share) != 0)
-                fail_msg("layer %s: local %.17g share %.17g (reference %.17g, %.17g)", L->name,
-                         r->local_sqnr_db, r->weight_share, local, share);
-            for (int b = 0; b < SF_BATCHES; b++) {
-                ql_tensor_free(yf[b]);
-                ql_tensor_free(wf[b]);
-            }
+                fail_msg("%s layer %s: local %.17g share %.17g (reference %.17g, %.17g)",
+                         ql_sens_mode_name((ql_sens_mode)mode), L->name, r->local_sqnr_db,
+                         r->weight_share, local, share);
         }
-        ql_sens_table_free(t);
     }
     /* the residual Adds and the pooling read and feed int8 layers only:
      * setting one float changes nothing */
-    print_message("all-but: %d of %d layers change nothing when set to float\n", unchanged,
-                  q->n_layers);
+    print_message("all-but: %d of %d layers change nothing when set to float\n", unchanged, nl);
     assert_true(unchanged > 0);
+    for (int b = 0; b < SF_BATCHES; b++)
+        ql_tensor_free(yf[b]);
+    for (int i = 0; i < nl * SF_BATCHES; i++)
+        ql_tensor_free(wf[i]);
+    free(wf);
+    free(outv);
+    for (int mode = 0; mode < 2; mode++)
+        ql_sens_table_free(t[mode]);
     free(act);
     free(cst);
-    free(sact);
-    free(scst);
     ql_qsim_free(full);
 }
-
 /* All-but on a config mixing int8 and int16, raising to int16 and to
  * float: a raise changes the bits of tensors at the boundaries (and the
  * biases that follow the input encodings), and the table still equals the
