@@ -1,7 +1,7 @@
-/* The shipped example set up for the sensitivity and autoprec unit tests
- * (tests/test_sensitivity.c, tests/test_autoprec.c): the model, a few
- * calibration and evaluation samples, a minmax int8 config, and the checks
- * and full-run references both binaries use. */
+/* The shipped example set up for the sensitivity, autoprec and curve unit
+ * tests (tests/test_sensitivity.c, test_autoprec.c, test_curve.c): the
+ * model, a few calibration and evaluation samples, a minmax int8 config,
+ * and the checks and full-run references they share. */
 #ifndef QL_TESTS_SENS_FIXTURE_H
 #define QL_TESTS_SENS_FIXTURE_H
 

@@ -23,81 +23,33 @@
 #include "qsim.h"
 #include "sensitivity.h"
 #include "testutil.h"
+#include "sens_fixture.h"
 
-#define N_SAMPLES 48
-#define BATCH 16
-
-typedef struct fixture {
-    ql_model *m;
-    ql_dataset *calib, *eval;
-    int64_t *labels;
-    ql_plugins *ps;
-    ql_qnet *q;
-    ql_qconfig *c;
-    ql_calib_stats *stats;
-} fixture;
-
-static char *example(const char *file)
-{
-    static char buf[1024];
-    const char *src = getenv("QLENS_SRCDIR");
-    snprintf(buf, sizeof buf, "%s/examples/fmnist/%s", src ? src : "..", file);
-    return buf;
-}
-
+/* The shared example (tests/sens_fixture.h) with a per-tensor config and
+ * one layer already int16 (the curve to int16 passes it over). */
 static int setup(void **state)
 {
-    fixture *f = calloc(1, sizeof *f);
-    *state = f;
-    ql_error err = {{0}};
-    int64_t nl = 0;
-    if (!f || ql_model_load(example("fmnist_resnet.onnx"), &f->m, &err) ||
-        ql_dataset_load(example("calib.npy"), N_SAMPLES, &f->calib, &err) ||
-        ql_dataset_conform(f->calib, &f->m->graph->values[f->m->graph->inputs[0]], &err) ||
-        ql_dataset_load(example("eval.npy"), N_SAMPLES, &f->eval, &err) ||
-        ql_dataset_conform(f->eval, &f->m->graph->values[f->m->graph->inputs[0]], &err) ||
-        ql_labels_load(example("eval_labels.npy"), N_SAMPLES, &f->labels, &nl, &err) ||
-        ql_plugins_scan(&f->ps, &err) || ql_qnet_build(f->m->graph, &f->q, &err)) {
-        fprintf(stderr, "setup: %s\n", err.msg);
+    if (sf_setup(state) != 0)
         return -1;
-    }
-    /* per-tensor minmax, one layer already int16 (the curve to int16
-     * passes it over) */
-    f->c = ql_qconfig_new();
-    snprintf(f->c->defaults.act_algo, sizeof f->c->defaults.act_algo, "minmax");
+    sf_fixture *f = *state;
+    ql_error err = {{0}};
     f->c->defaults.per_channel = false;
     ql_qlayer_cfg *lc = ql_qconfig_layer(f->c, "/layer2/c2/Conv");
     lc->s.mask |= QL_QS_PRECISION;
     lc->s.precision = QL_PREC_INT16;
-    ql_calib_opts o = {.n_threads = 2, .batch = BATCH};
-    if (ql_calib_collect(f->m, f->q, f->calib, &o, &f->stats, &err) ||
-        ql_calib_encode(f->m, f->q, f->c, f->stats, f->ps, f->calib, &o, &err)) {
+    ql_calib_opts o = {.n_threads = 2, .batch = SF_BATCH};
+    if (ql_calib_encode(f->m, f->q, f->c, f->stats, f->ps, f->calib, &o, &err)) {
         fprintf(stderr, "setup: %s\n", err.msg);
         return -1;
     }
     return 0;
 }
 
-static int teardown(void **state)
-{
-    fixture *f = *state;
-    ql_calib_stats_free(f->stats);
-    ql_qconfig_free(f->c);
-    ql_qnet_free(f->q);
-    ql_plugins_free(f->ps);
-    free(f->labels);
-    ql_dataset_free(f->calib);
-    ql_dataset_free(f->eval);
-    ql_model_free(f->m);
-    free(f);
-    return 0;
-}
-
-static ql_sens_table *table(fixture *f, ql_sens_mode mode)
+static ql_sens_table *table(sf_fixture *f, ql_sens_mode mode)
 {
     ql_error err = {{0}};
     ql_sens_table *t = NULL;
-    ql_sens_opts o = {.mode = mode, .n_threads = 2, .batch = BATCH, .stats = f->stats,
+    ql_sens_opts o = {.mode = mode, .n_threads = 2, .batch = SF_BATCH, .stats = f->stats,
                       .plugins = f->ps};
     if (ql_sensitivity(f->m, f->q, f->c, f->eval, f->labels, &o, &t, &err) != QL_OK)
         fail_msg("sensitivity: %s", err.msg);
@@ -105,11 +57,11 @@ static ql_sens_table *table(fixture *f, ql_sens_mode mode)
     return t;
 }
 
-static ql_curve *curve(fixture *f, const ql_sens_table *t, bool to_int16, int steps, int threads)
+static ql_curve *curve(sf_fixture *f, const ql_sens_table *t, bool to_int16, int steps, int threads)
 {
     ql_error err = {{0}};
     ql_curve *c = NULL;
-    ql_sens_opts o = {.n_threads = threads, .batch = BATCH};
+    ql_sens_opts o = {.n_threads = threads, .batch = SF_BATCH};
     if (ql_sens_curve(f->m, f->q, f->c, t, f->stats, f->ps, f->eval, f->labels, to_int16, steps,
                       &o, &c, &err) != QL_OK)
         fail_msg("curve: %s", err.msg);
@@ -118,7 +70,7 @@ static ql_curve *curve(fixture *f, const ql_sens_table *t, bool to_int16, int st
 
 /* The metrics of c with the given layers set to `to`, made the plain way:
  * overrides, encodings brought in line from c's, a full evaluation. */
-static ql_metrics plain(fixture *f, const int *layers, int n, ql_prec to)
+static ql_metrics plain(sf_fixture *f, const int *layers, int n, ql_prec to)
 {
     ql_error err = {{0}};
     ql_qconfig *d = ql_qconfig_clone(f->c);
@@ -134,7 +86,7 @@ static ql_metrics plain(fixture *f, const int *layers, int n, ql_prec to)
     assert_int_equal(ql_qsim_build(f->q, d, &sim, &err), QL_OK);
     ql_metrics m;
     ql_eval_opts eo = {.batch = 8, .n_threads = 1};
-    assert_int_equal(ql_eval_compare(f->m, &sim->plan, f->eval, f->labels, N_SAMPLES, &eo, &m,
+    assert_int_equal(ql_eval_compare(f->m, &sim->plan, f->eval, f->labels, SF_SAMPLES, &eo, &m,
                                      NULL, &err),
                      QL_OK);
     ql_qsim_free(sim);
@@ -154,7 +106,7 @@ static void assert_same_metrics(const ql_metrics *a, const ql_metrics *b, const 
  * the order is the table's, and the last step is the float model. */
 static void test_to_float(void **state)
 {
-    fixture *f = *state;
+    sf_fixture *f = *state;
     ql_sens_table *t = table(f, QL_SENS_SINGLE);
     ql_curve *c = curve(f, t, false, 0, 2);
     ql_curve *c1 = curve(f, t, false, 0, 1);
@@ -176,7 +128,7 @@ static void test_to_float(void **state)
     /* everything float: no quantizer is left, the outputs are the float ones */
     const ql_metrics *last = &c->steps[c->n - 1].m;
     assert_true(last->noise == 0);
-    assert_int_equal(last->agree, N_SAMPLES);
+    assert_int_equal(last->agree, SF_SAMPLES);
     ql_curve_free(c);
     ql_curve_free(c1);
     ql_sens_table_free(t);
@@ -186,7 +138,7 @@ static void test_to_float(void **state)
  * passed over, at most 4 steps. */
 static void test_to_int16_all_but(void **state)
 {
-    fixture *f = *state;
+    sf_fixture *f = *state;
     ql_sens_table *t = table(f, QL_SENS_ALL_BUT);
     ql_curve *c = curve(f, t, true, 4, 2);
     assert_int_equal(c->n, 4);
@@ -218,11 +170,11 @@ static bool stop_after_two(void *user, int64_t done, int64_t total)
 /* A cancel keeps the steps done; no statistics is an error. */
 static void test_cancel_and_errors(void **state)
 {
-    fixture *f = *state;
+    sf_fixture *f = *state;
     ql_error err = {{0}};
     ql_sens_table *t = table(f, QL_SENS_SINGLE);
     ql_curve *c = NULL;
-    ql_sens_opts o = {.n_threads = 2, .batch = BATCH, .progress = stop_after_two};
+    ql_sens_opts o = {.n_threads = 2, .batch = SF_BATCH, .progress = stop_after_two};
     assert_int_equal(ql_sens_curve(f->m, f->q, f->c, t, f->stats, f->ps, f->eval, f->labels,
                                    false, 0, &o, &c, &err),
                      QL_OK);
@@ -264,5 +216,5 @@ int main(void)
         cmocka_unit_test(test_to_int16_all_but),
         cmocka_unit_test(test_cancel_and_errors),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, setup, sf_teardown);
 }
