@@ -116,8 +116,13 @@ static int print_curve_json(const ses_curve *x, const char *model)
     cJSON_AddStringToObject(o, "to", ql_prec_name(c->to));
     cJSON_AddNumberToObject(o, "samples", (double)c->samples);
     cJSON_AddBoolToObject(o, "partial", c->partial);
-    curve_metrics_json(base, &c->base);
-    cJSON_AddItemToObject(o, "base", base);
+    if (c->base.n > 0) {
+        curve_metrics_json(base, &c->base);
+        cJSON_AddItemToObject(o, "base", base);
+    } else { /* cancelled before the config was measured */
+        cJSON_Delete(base);
+        cJSON_AddNullToObject(o, "base");
+    }
     for (int k = 0; k < c->n_total; k++) {
         const ql_curve_step *s = &c->steps[k];
         cJSON *e = cJSON_CreateObject();
